@@ -1,0 +1,126 @@
+use super::harness::*;
+use crate::bosh::session::{BoshLimits, EndReason};
+use crate::upstream::{UpstreamAction, UpstreamEvent, UpstreamFailure};
+
+#[test]
+fn bosh_75_terminate_forwards_its_payload_then_closes() {
+    let mut h = Harness::established();
+    h.send_raw(
+        RID + 1,
+        "type='terminate'",
+        "<presence type='unavailable'/>",
+    );
+    assert_eq!(h.upstream.len(), 2);
+    assert!(
+        matches!(&h.upstream[0], UpstreamAction::Send(b) if &b[..] == b"<presence type='unavailable'/>")
+    );
+    assert_eq!(h.upstream[1], UpstreamAction::Close);
+    assert_eq!(h.session.ended(), Some(EndReason::ClientTerminate));
+}
+
+#[test]
+fn bosh_76_oldest_open_request_gets_terminate() {
+    let mut h = Harness::established();
+    let n = h.send(RID + 1, "");
+    let t = h.send_raw(RID + 2, "type='terminate'", "");
+    assert_eq!(
+        h.body(n),
+        "<body xmlns='http://jabber.org/protocol/httpbind' type='terminate'/>"
+    );
+    assert!(is_empty_body(&h.body(t)));
+}
+
+#[test]
+fn bosh_76_terminate_alone_gets_the_terminate_body() {
+    let mut h = Harness::established();
+    let t = h.send_raw(RID + 1, "type='terminate'", "");
+    assert_eq!(
+        h.body(t),
+        "<body xmlns='http://jabber.org/protocol/httpbind' type='terminate'/>"
+    );
+}
+
+#[test]
+fn bosh_77_after_terminate_the_sid_is_unknown() {
+    let mut h = Harness::established();
+    h.send_raw(RID + 1, "type='terminate'", "");
+    let late = h.send(RID + 1, "");
+    assert_eq!(condition_of(&h.body(late)), Some("item-not-found"));
+}
+
+#[test]
+fn bosh_79_terminal_condition_waits_for_the_next_request() {
+    let mut h = Harness::established();
+    let n = h.send(RID + 1, "");
+    h.advance_secs(30);
+    assert!(h.answered(n));
+    h.event(UpstreamEvent::Failed(UpstreamFailure::Lost("reset".into())));
+    assert_eq!(h.upstream, [UpstreamAction::Abort]);
+    let next = h.send(RID + 2, "");
+    assert_eq!(
+        condition_of(&h.body(next)),
+        Some("remote-connection-failed")
+    );
+    let after = h.send(RID + 3, "");
+    assert_eq!(condition_of(&h.body(after)), Some("item-not-found"));
+}
+
+#[test]
+fn bosh_79_82g_other_held_requests_get_other_request() {
+    let limits = BoshLimits {
+        max_hold: 2,
+        ..BoshLimits::default()
+    };
+    let mut h = Harness::established_with(limits, "hold='2' wait='30' ver='1.6'");
+    let a = h.send(RID + 1, "");
+    let b = h.send(RID + 2, "");
+    let bad = h.send(RID + 9, "");
+    assert_eq!(condition_of(&h.body(a)), Some("item-not-found"));
+    assert_eq!(condition_of(&h.body(b)), Some("other-request"));
+    assert_eq!(condition_of(&h.body(bad)), Some("item-not-found"));
+    // A client-caused end closes the upstream stream cleanly.
+    assert_eq!(h.upstream, [UpstreamAction::Close]);
+}
+
+#[test]
+fn bosh_85_legacy_clients_get_http_status_codes() {
+    let mut h = Harness::established_with(BoshLimits::default(), "hold='1' wait='30'");
+    let bad = h.send(RID + 5, "");
+    assert_eq!(h.response(bad).unwrap().status, 404);
+
+    let mut h = Harness::established();
+    let bad = h.send(RID + 5, "");
+    assert_eq!(h.response(bad).unwrap().status, 200);
+    assert_eq!(condition_of(&h.body(bad)), Some("item-not-found"));
+}
+
+#[test]
+fn bosh_15_82a_bad_payload_ends_with_bad_request_and_forwards_nothing() {
+    let mut h = Harness::established();
+    let bad = h.send(RID + 1, "<message><!-- hidden --></message>");
+    assert_eq!(condition_of(&h.body(bad)), Some("bad-request"));
+    assert_eq!(h.sent_upstream(), "");
+}
+
+#[test]
+fn bosh_89_client_starttls_is_refused() {
+    let mut h = Harness::established();
+    let bad = h.send(
+        RID + 1,
+        "<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>",
+    );
+    assert_eq!(condition_of(&h.body(bad)), Some("bad-request"));
+    assert_eq!(h.sent_upstream(), "");
+}
+
+#[test]
+fn bosh_82l_shutdown_answers_held_requests_with_system_shutdown() {
+    let mut h = Harness::established();
+    let n = h.send(RID + 1, "");
+    h.session.handle_shutdown(h.now);
+    while let Some(r) = h.session.poll_response() {
+        assert_eq!(r.req_id, n);
+        assert!(String::from_utf8_lossy(&r.body).contains("condition='system-shutdown'"));
+    }
+    assert!(h.session.ended().is_some());
+}
