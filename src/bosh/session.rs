@@ -635,11 +635,14 @@ impl BoshSession {
         if outstanding > requests {
             return Some(Condition::PolicyViolation);
         }
+        // "The last request" of XEP-0124 §11 is the highest rid: an empty poll
+        // overtaken on the wire by the data request sent after it is fine.
+        let is_last = self.reorder.last().is_none_or(|p| p.rid < request.rid);
         let too_soon = self
             .last_arrival
             .is_some_and(|t| now.saturating_duration_since(t) < secs(self.neg.polling));
         let empty_poll = request.is_empty() && !request.restart;
-        if empty_poll && too_soon {
+        if empty_poll && too_soon && is_last {
             if outstanding == requests && !self.neg.polling_session {
                 return Some(Condition::PolicyViolation);
             }

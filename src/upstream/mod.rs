@@ -9,6 +9,9 @@ use bytes::Bytes;
 use crate::stanza::{Stanza, StreamHeader};
 use crate::xml::splitter::SplitError;
 
+pub mod conn;
+pub mod negotiate;
+
 /// Something that happened on the upstream stream.
 #[derive(Debug)]
 pub enum UpstreamEvent {

@@ -134,6 +134,19 @@ fn bosh_71_empty_polls_far_enough_apart_are_fine() {
 }
 
 #[test]
+fn bosh_71_poll_overtaken_by_the_following_data_request_is_fine() {
+    // Strophe sends an empty poll and, a moment later, a data request; on two
+    // TCP connections the data request can arrive first.
+    let mut h = Harness::established_with(polling_limits(), "hold='1' wait='30' ver='1.6'");
+    h.advance_secs(10);
+    let data = h.send(RID + 2, "<presence/>");
+    let poll = h.send(RID + 1, "");
+    assert!(h.session.ended().is_none());
+    assert!(h.answered(poll) && !h.answered(data));
+    assert_eq!(h.sent_upstream(), "<presence/>");
+}
+
+#[test]
 fn bosh_72_polling_session_empty_polls_too_fast() {
     let mut h = Harness::established_with(polling_limits(), "hold='0' wait='30' ver='1.6'");
     h.advance_secs(10);

@@ -1,0 +1,233 @@
+//! Reading a TOML file into [`Config`], with errors that name the key and the
+//! line: `config.toml:12:1: bosh.max_wait_secs: invalid type: ...`.
+
+use std::path::Path;
+
+use super::Config;
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The path given.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A key has a wrong value, a wrong type, or should not be there.
+    #[error("{file}:{line}:{column}: {key}: {message}")]
+    Invalid {
+        /// File name as given.
+        file: String,
+        /// 1-based line of the key.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+        /// Dotted key path, e.g. `bosh.max_wait_secs`.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// Loads and validates a configuration file.
+pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    load_str(&text, &path.display().to_string())
+}
+
+/// Loads and validates configuration text; `file` names it in errors.
+pub fn load_str(text: &str, file: &str) -> Result<Config, ConfigError> {
+    let invalid = |span: Option<std::ops::Range<usize>>, key: String, message: String| {
+        let (line, column) = span.map_or((1, 1), |s| line_column(text, s.start));
+        ConfigError::Invalid {
+            file: file.to_owned(),
+            line,
+            column,
+            key,
+            message,
+        }
+    };
+    let deserializer = toml::Deserializer::parse(text)
+        .map_err(|e| invalid(e.span(), "(syntax)".to_owned(), e.message().to_owned()))?;
+    let config: Config = serde_path_to_error::deserialize(deserializer).map_err(|e| {
+        let mut key = e.path().to_string();
+        let inner = e.into_inner();
+        let message = inner.message().to_owned();
+        if key == "." {
+            key = "(top level)".to_owned();
+        }
+        invalid(inner.span(), key, message)
+    })?;
+    if let Err((path, message)) = validate(&config) {
+        let span = locate(text, &path);
+        return Err(invalid(span, dotted(&path), message));
+    }
+    Ok(config)
+}
+
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    (line, column)
+}
+
+fn dotted(path: &[String]) -> String {
+    path.iter()
+        .map(|p| {
+            if p.contains('.') || p.is_empty() {
+                format!("\"{p}\"")
+            } else {
+                p.clone()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+/// Finds the span of the deepest existing key along `path`.
+fn locate(text: &str, path: &[String]) -> Option<std::ops::Range<usize>> {
+    let root = toml::de::DeTable::parse(text).ok()?;
+    let mut table = root.get_ref();
+    let mut span = None;
+    for part in path {
+        let (key, value) = table.get_key_value(part.as_str())?;
+        span = Some(key.span());
+        match value.get_ref().as_table() {
+            Some(next) => table = next,
+            None => break,
+        }
+    }
+    span
+}
+
+type Invalid = (Vec<String>, String);
+
+fn at(path: &[&str], message: impl Into<String>) -> Invalid {
+    (
+        path.iter().map(|s| (*s).to_owned()).collect(),
+        message.into(),
+    )
+}
+
+/// Cross-field and value checks that serde cannot express.
+fn validate(c: &Config) -> Result<(), Invalid> {
+    let b = &c.bosh;
+    if b.paths.is_empty() {
+        return Err(at(&["bosh", "paths"], "at least one path is needed"));
+    }
+    for (i, path) in b.paths.iter().enumerate() {
+        if !path.starts_with('/') || path.contains(['?', '#', ' ']) {
+            return Err(at(
+                &["bosh", "paths"],
+                format!("`{path}` must be a URL path starting with /"),
+            ));
+        }
+        if b.paths[..i].contains(path) {
+            return Err(at(&["bosh", "paths"], format!("`{path}` is listed twice")));
+        }
+    }
+    if b.max_wait_secs == 0 {
+        return Err(at(&["bosh", "max_wait_secs"], "must be at least 1"));
+    }
+    if !(1..=8).contains(&b.max_hold) {
+        return Err(at(&["bosh", "max_hold"], "must be between 1 and 8"));
+    }
+    if b.inactivity_secs < 2 {
+        return Err(at(&["bosh", "inactivity_secs"], "must be at least 2"));
+    }
+    if b.polling_secs >= b.inactivity_secs {
+        return Err(at(
+            &["bosh", "polling_secs"],
+            "must be lower than inactivity_secs",
+        ));
+    }
+    if b.max_body_bytes < 1024 {
+        return Err(at(&["bosh", "max_body_bytes"], "must be at least 1024"));
+    }
+    if b.max_queued_bytes < 1024 {
+        return Err(at(&["bosh", "max_queued_bytes"], "must be at least 1024"));
+    }
+    for origin in &b.cors_origins {
+        if origin != "*" && !(origin.starts_with("http://") || origin.starts_with("https://")) {
+            return Err(at(
+                &["bosh", "cors_origins"],
+                format!("`{origin}` must be `*` or an origin such as https://example.com"),
+            ));
+        }
+    }
+    for target in &b.route_allowlist {
+        if parse_host_port(target).is_none() {
+            return Err(at(
+                &["bosh", "route_allowlist"],
+                format!("`{target}` is not host:port"),
+            ));
+        }
+    }
+    let u = &c.upstream;
+    if u.connect_timeout_secs == 0 {
+        return Err(at(
+            &["upstream", "connect_timeout_secs"],
+            "must be at least 1",
+        ));
+    }
+    if u.max_stanza_bytes < 4096 {
+        return Err(at(
+            &["upstream", "max_stanza_bytes"],
+            "must be at least 4096",
+        ));
+    }
+    if !(4..=256).contains(&u.max_depth) {
+        return Err(at(&["upstream", "max_depth"], "must be between 4 and 256"));
+    }
+    if c.hosts.is_empty() {
+        return Err(at(&["hosts"], "at least one served domain is needed"));
+    }
+    for (domain, host) in &c.hosts {
+        let key = |field: &str| vec!["hosts".to_owned(), domain.clone(), field.to_owned()];
+        if domain.is_empty()
+            || domain
+                .bytes()
+                .any(|b| b.is_ascii_uppercase() || b.is_ascii_whitespace() || b == b'/')
+        {
+            return Err((
+                vec!["hosts".to_owned(), domain.clone()],
+                "domain must be non-empty and lower-case".to_owned(),
+            ));
+        }
+        if host.upstreams.is_empty() {
+            return Err((
+                key("upstreams"),
+                "at least one upstream is needed".to_owned(),
+            ));
+        }
+        for upstream in &host.upstreams {
+            if parse_host_port(upstream).is_none() {
+                return Err((key("upstreams"), format!("`{upstream}` is not host:port")));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Splits `host:port` (IPv6 literals in brackets) into its parts.
+pub fn parse_host_port(text: &str) -> Option<(&str, u16)> {
+    let (host, port) = if let Some(rest) = text.strip_prefix('[') {
+        let (host, rest) = rest.split_once(']')?;
+        (host, rest.strip_prefix(':')?)
+    } else {
+        let (host, port) = text.rsplit_once(':')?;
+        if host.contains(':') {
+            return None;
+        }
+        (host, port)
+    };
+    let port: u16 = port.parse().ok()?;
+    (!host.is_empty() && port != 0).then_some((host, port))
+}

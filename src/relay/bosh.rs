@@ -1,0 +1,226 @@
+//! Glue between HTTP requests, the BOSH session core and the relay loop.
+//!
+//! The core sits behind a mutex that HTTP handlers and the driver task take
+//! briefly. Whoever feeds the core drains its responses right away: each goes
+//! to the oneshot of the HTTP request it answers. Upstream actions are left
+//! for the driver, which a [`Notify`] wakes.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use tokio::sync::{Notify, oneshot};
+
+use crate::bosh::{BoshRequest, BoshSession, EndReason, ReqId};
+use crate::relay::driver::ClientSide;
+use crate::sessions::{SessionTable, Sid};
+use crate::upstream::{UpstreamAction, UpstreamEvent};
+
+/// The HTTP answer to one request.
+#[derive(Clone, Debug)]
+pub struct Reply {
+    /// HTTP status.
+    pub status: u16,
+    /// The `<body/>`.
+    pub body: Bytes,
+    /// The session's content type, when the client chose one (BOSH-4).
+    pub content_type: Option<Arc<str>>,
+}
+
+/// Outcome of handing a request to the session.
+#[derive(Debug)]
+pub enum Submitted {
+    /// Answered at once.
+    Ready(Reply),
+    /// Held; the reply comes on the receiver.
+    Waiting(ReqId, oneshot::Receiver<Reply>),
+}
+
+/// One BOSH session, shared by its HTTP requests and its driver task.
+#[derive(Debug)]
+pub struct BoshShared {
+    sid: Sid,
+    inner: Mutex<Inner>,
+    wake: Notify,
+}
+
+#[derive(Debug)]
+struct Inner {
+    core: BoshSession,
+    waiters: Vec<(ReqId, oneshot::Sender<Reply>)>,
+    next_req: ReqId,
+}
+
+impl Inner {
+    /// Sends every response the core produced; returns the one for `mine`.
+    fn dispatch(&mut self, mine: Option<ReqId>) -> Option<Reply> {
+        let mut own = None;
+        let content_type = self.core.content_type().cloned();
+        while let Some(response) = self.core.poll_response() {
+            let reply = Reply {
+                status: response.status,
+                body: response.body,
+                content_type: content_type.clone(),
+            };
+            if Some(response.req_id) == mine {
+                own = Some(reply);
+            } else if let Some(at) = self
+                .waiters
+                .iter()
+                .position(|(id, _)| *id == response.req_id)
+            {
+                let (_, tx) = self.waiters.swap_remove(at);
+                // The receiver may be gone with its HTTP request; the core
+                // cached anything that matters for a retry.
+                let _ = tx.send(reply);
+            }
+        }
+        own
+    }
+}
+
+// === impl BoshShared ===
+
+impl BoshShared {
+    /// Wraps a newly created core whose creation request is `creation`.
+    pub fn new(
+        sid: Sid,
+        core: BoshSession,
+        creation: ReqId,
+    ) -> (Arc<Self>, oneshot::Receiver<Reply>) {
+        let (tx, rx) = oneshot::channel();
+        let shared = Arc::new(Self {
+            sid,
+            inner: Mutex::new(Inner {
+                core,
+                waiters: vec![(creation, tx)],
+                next_req: creation + 1,
+            }),
+            wake: Notify::new(),
+        });
+        {
+            let mut inner = shared.inner.lock();
+            inner.dispatch(None);
+        }
+        (shared, rx)
+    }
+
+    /// The session id.
+    pub fn sid(&self) -> Sid {
+        self.sid
+    }
+
+    /// The XMPP domain.
+    pub fn domain(&self) -> String {
+        self.inner.lock().core.domain().to_owned()
+    }
+
+    /// Hands a request to the core.
+    pub fn submit(&self, now: Instant, request: BoshRequest) -> Submitted {
+        let submitted = {
+            let mut inner = self.inner.lock();
+            let req_id = inner.next_req;
+            inner.next_req += 1;
+            inner.core.handle_request(now, req_id, request);
+            match inner.dispatch(Some(req_id)) {
+                Some(reply) => Submitted::Ready(reply),
+                None => {
+                    let (tx, rx) = oneshot::channel();
+                    inner.waiters.push((req_id, tx));
+                    Submitted::Waiting(req_id, rx)
+                }
+            }
+        };
+        self.wake.notify_one();
+        submitted
+    }
+
+    /// The HTTP request `req_id` went away unanswered.
+    pub fn gone(&self, req_id: ReqId) {
+        let mut inner = self.inner.lock();
+        inner.waiters.retain(|(id, _)| *id != req_id);
+        inner.core.handle_request_gone(req_id);
+        inner.dispatch(None);
+    }
+
+    /// Ends the session with `system-shutdown` (graceful shutdown).
+    pub fn shutdown(&self, now: Instant) {
+        {
+            let mut inner = self.inner.lock();
+            inner.core.handle_shutdown(now);
+            inner.dispatch(None);
+        }
+        self.wake.notify_one();
+    }
+
+    /// Why the session ended, if it has.
+    pub fn ended(&self) -> Option<EndReason> {
+        self.inner.lock().core.ended()
+    }
+}
+
+/// The BOSH side of the relay loop.
+#[derive(Debug)]
+pub struct BoshRelay {
+    shared: Arc<BoshShared>,
+    table: Arc<SessionTable>,
+}
+
+impl BoshRelay {
+    /// Drives `shared`, removing it from `table` when it ends.
+    pub fn new(shared: Arc<BoshShared>, table: Arc<SessionTable>) -> Self {
+        Self { shared, table }
+    }
+}
+
+impl ClientSide for BoshRelay {
+    type ClientInput = ();
+
+    fn on_upstream(&mut self, now: Instant, events: &mut Vec<UpstreamEvent>) {
+        let mut inner = self.shared.inner.lock();
+        for event in events.drain(..) {
+            inner.core.handle_upstream(now, event);
+        }
+        inner.dispatch(None);
+    }
+
+    fn on_timeout(&mut self, now: Instant) {
+        let mut inner = self.shared.inner.lock();
+        inner.core.handle_timeout(now);
+        inner.dispatch(None);
+    }
+
+    fn take_actions(&mut self, out: &mut VecDeque<UpstreamAction>) {
+        let mut inner = self.shared.inner.lock();
+        while let Some(action) = inner.core.poll_upstream() {
+            out.push_back(action);
+        }
+    }
+
+    fn next_deadline(&mut self) -> Option<Instant> {
+        self.shared.inner.lock().core.poll_timeout()
+    }
+
+    fn wants_upstream_data(&mut self) -> bool {
+        self.shared.inner.lock().core.wants_upstream_data()
+    }
+
+    fn is_done(&mut self) -> bool {
+        self.shared.inner.lock().core.ended().is_some()
+    }
+
+    fn client_ready(&mut self) -> impl Future<Output = ()> + Send + '_ {
+        self.shared.wake.notified()
+    }
+
+    fn on_client(&mut self, _now: Instant, _input: ()) {}
+
+    fn finished(&mut self) {
+        let reason = self.shared.ended();
+        tracing::info!(?reason, "session ended");
+        self.table.remove_bosh(self.shared.sid, &self.shared);
+    }
+}

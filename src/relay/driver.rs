@@ -1,0 +1,148 @@
+//! The relay loop: one tokio task per session owns the upstream connection
+//! and moves events between it and the session's protocol core.
+//!
+//! Each turn: hand the core's upstream actions to the connection, flush,
+//! re-arm the single timer if the core's deadline moved, then wait for
+//! whichever comes first: upstream data (only while the core accepts more,
+//! which is how a slow client pushes back on the server), socket
+//! writability, client-side work, or the deadline. After the core asks to
+//! close or abort, the connection is handed to a short-lived task and the
+//! loop keeps serving the core's timers until the session is over.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tracing::Instrument;
+
+use crate::clock;
+use crate::upstream::conn::{ConnSettings, Finish, UpstreamConn};
+use crate::upstream::{UpstreamAction, UpstreamEvent};
+
+/// The client-facing half of a session, as the relay loop sees it.
+pub trait ClientSide: Send + 'static {
+    /// What [`Self::client_ready`] yields.
+    type ClientInput: Send;
+
+    /// Feeds upstream events (in order) to the core and delivers its output to the client.
+    fn on_upstream(&mut self, now: Instant, events: &mut Vec<UpstreamEvent>);
+    /// Fires the core's deadlines.
+    fn on_timeout(&mut self, now: Instant);
+    /// Moves the core's pending upstream actions into `out`, in order.
+    fn take_actions(&mut self, out: &mut VecDeque<UpstreamAction>);
+    /// When [`Self::on_timeout`] is next due.
+    fn next_deadline(&mut self) -> Option<Instant>;
+    /// Whether the core accepts more upstream data now.
+    fn wants_upstream_data(&mut self) -> bool;
+    /// Whether the session is over.
+    fn is_done(&mut self) -> bool;
+    /// Resolves when the client side has work for the core (cancel-safe).
+    fn client_ready(&mut self) -> impl Future<Output = Self::ClientInput> + Send + '_;
+    /// Handles what [`Self::client_ready`] produced.
+    fn on_client(&mut self, now: Instant, input: Self::ClientInput);
+    /// Called once when the loop ends.
+    fn finished(&mut self);
+}
+
+/// Connects upstream and runs the session until it is over.
+pub async fn drive<S: ClientSide>(
+    mut side: S,
+    targets: Arc<[String]>,
+    settings: Arc<ConnSettings>,
+) {
+    let mut conn = match UpstreamConn::connect(&targets, &settings).await {
+        Ok(conn) => Some(conn),
+        Err(failure) => {
+            tracing::warn!("upstream unavailable: {failure}");
+            side.on_upstream(clock::now(), &mut vec![UpstreamEvent::Failed(failure)]);
+            None
+        }
+    };
+    let mut actions = VecDeque::new();
+    let mut events = Vec::new();
+    let sleep = tokio::time::sleep(Duration::from_secs(3600));
+    tokio::pin!(sleep);
+    let mut armed: Option<Instant> = None;
+    loop {
+        side.take_actions(&mut actions);
+        while let Some(action) = actions.pop_front() {
+            let Some(c) = conn.as_mut() else {
+                continue;
+            };
+            if let Some(finish) = c.apply(action)
+                && let Some(c) = conn.take()
+            {
+                let close_timeout = settings.close_timeout;
+                let task = async move {
+                    match finish {
+                        Finish::Close => c.close_gracefully(close_timeout).await,
+                        Finish::Abort => c.abort().await,
+                    }
+                };
+                tokio::spawn(task.in_current_span());
+                actions.clear();
+            }
+        }
+        if let Some(c) = conn.as_mut()
+            && c.has_pending_writes()
+            && let Err(failure) = c.try_flush()
+        {
+            conn = None;
+            side.on_upstream(clock::now(), &mut vec![UpstreamEvent::Failed(failure)]);
+            continue;
+        }
+        if side.is_done() {
+            break;
+        }
+        let deadline = side.next_deadline();
+        if deadline != armed {
+            if let Some(d) = deadline {
+                sleep.as_mut().reset(tokio::time::Instant::from_std(d));
+            }
+            armed = deadline;
+        }
+        let can_read = conn.as_ref().is_some_and(|c| !c.read_done()) && side.wants_upstream_data();
+        let must_write = conn.as_ref().is_some_and(UpstreamConn::has_pending_writes);
+        tokio::select! {
+            ready = readable(conn.as_ref()), if can_read => {
+                if let Some(c) = conn.as_mut() {
+                    match ready {
+                        Ok(()) => c.read_events(&mut events),
+                        Err(e) => events.push(UpstreamEvent::Failed(
+                            crate::upstream::UpstreamFailure::Lost(e.to_string()),
+                        )),
+                    }
+                }
+                if !events.is_empty() {
+                    side.on_upstream(clock::now(), &mut events);
+                    events.clear();
+                }
+            }
+            _ = writable(conn.as_ref()), if must_write => {}
+            input = side.client_ready() => side.on_client(clock::now(), input),
+            () = &mut sleep, if armed.is_some() => {
+                armed = None;
+                side.on_timeout(clock::now());
+            }
+        }
+    }
+    side.finished();
+    if let Some(c) = conn {
+        tokio::spawn(c.abort().in_current_span());
+    }
+}
+
+async fn readable(conn: Option<&UpstreamConn>) -> std::io::Result<()> {
+    match conn {
+        Some(c) => c.readable().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn writable(conn: Option<&UpstreamConn>) -> std::io::Result<()> {
+    match conn {
+        Some(c) => c.writable().await,
+        None => std::future::pending().await,
+    }
+}

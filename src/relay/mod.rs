@@ -1,0 +1,8 @@
+//! The per-session pipeline between a client transport and its upstream
+//! stream. [`driver::drive`] is the one relay loop; each transport supplies a
+//! [`driver::ClientSide`] (BOSH: [`bosh::BoshRelay`]).
+
+pub mod bosh;
+pub mod driver;
+
+pub use driver::{ClientSide, drive};

@@ -1,0 +1,364 @@
+//! BOSH clients for tests: raw HTTP requests, and a session engine that
+//! behaves like Strophe.js (at most two requests in flight, an empty poll
+//! only when nothing is in flight, responses processed in rid order).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use base64::Engine;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use super::xml::{attr, children};
+
+/// A parsed HTTP response.
+#[derive(Debug, Clone)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl HttpResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Reads one HTTP/1.x response from `stream`.
+pub async fn read_response(stream: &mut TcpStream) -> std::io::Result<HttpResponse> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "no response",
+            ));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let status = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let headers: Vec<(String, String)> = lines
+        .filter(|l| !l.is_empty())
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    let length: usize = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0);
+    let mut body = buf[head_end..].to_vec();
+    while body.len() < length {
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            break;
+        }
+        body.extend_from_slice(&chunk[..n]);
+    }
+    body.truncate(length);
+    Ok(HttpResponse {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&body).to_string(),
+    })
+}
+
+/// Sends raw request bytes on a new connection and reads the response.
+pub async fn raw_request(addr: SocketAddr, request: &[u8]) -> HttpResponse {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(request).await.expect("write");
+    tokio::time::timeout(Duration::from_secs(70), read_response(&mut stream))
+        .await
+        .expect("response timed out")
+        .expect("response")
+}
+
+/// POSTs `body` to `path` on a new connection.
+pub async fn post(addr: SocketAddr, path: &str, body: &str) -> HttpResponse {
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: text/xml; charset=utf-8\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    raw_request(addr, request.as_bytes()).await
+}
+
+/// A BOSH session at the request level: the caller picks rids.
+#[derive(Clone, Debug)]
+pub struct BoshClient {
+    pub addr: SocketAddr,
+    pub path: String,
+    pub sid: String,
+    pub first_rid: u64,
+}
+
+pub const HTTPBIND: &str =
+    "xmlns='http://jabber.org/protocol/httpbind' xmlns:xmpp='urn:xmpp:xbosh'";
+
+impl BoshClient {
+    /// Creates a session with extra creation `attrs`; returns the client and the response.
+    pub async fn create(addr: SocketAddr, attrs: &str) -> (Self, HttpResponse) {
+        let first_rid = 1_000_000 + u64::from(rand_u16());
+        let body = format!(
+            "<body rid='{first_rid}' to='localhost' xml:lang='en' ver='1.6' xmpp:version='1.0' {attrs} {HTTPBIND}/>"
+        );
+        let response = post(addr, "/http-bind", &body).await;
+        let sid = attr(&response.body, "sid").unwrap_or_default();
+        (
+            Self {
+                addr,
+                path: "/http-bind".to_owned(),
+                sid,
+                first_rid,
+            },
+            response,
+        )
+    }
+
+    /// Sends a request with `rid`, extra `attrs` and `payload`.
+    pub async fn request(&self, rid: u64, attrs: &str, payload: &str) -> HttpResponse {
+        let body = format!(
+            "<body rid='{rid}' sid='{}' {attrs} {HTTPBIND}>{payload}</body>",
+            self.sid
+        );
+        post(self.addr, &self.path, &body).await
+    }
+}
+
+fn rand_u16() -> u16 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    (nanos ^ (nanos >> 16)) as u16
+}
+
+/// A logged-in BOSH session driven like Strophe.js.
+pub struct BoshStream {
+    pub jid: String,
+    pub sid: String,
+    outgoing: mpsc::UnboundedSender<Outgoing>,
+    incoming: mpsc::UnboundedReceiver<Incoming>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+enum Outgoing {
+    Stanza(String),
+    Terminate(String),
+}
+
+/// What the engine reports.
+#[derive(Debug, Clone)]
+pub enum Incoming {
+    Stanza(String),
+    /// The session ended; the terminal body.
+    Terminated(String),
+}
+
+fn plain(user: &str, password: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{password}"))
+}
+
+/// Logs in with SASL PLAIN, restarts, binds `resource`; returns a running stream.
+pub async fn login(addr: SocketAddr, user: &str, password: &str, resource: &str) -> BoshStream {
+    try_login(addr, user, password, resource)
+        .await
+        .unwrap_or_else(|e| panic!("login {user}: {e}"))
+}
+
+/// Like [`login`], returning the step that failed.
+pub async fn try_login(
+    addr: SocketAddr,
+    user: &str,
+    password: &str,
+    resource: &str,
+) -> Result<BoshStream, String> {
+    let (client, created) = BoshClient::create(addr, "wait='20' hold='1'").await;
+    if !created.body.contains("<mechanism>PLAIN</mechanism>") {
+        return Err(format!("no PLAIN in creation response: {}", created.body));
+    }
+    let mut rid = client.first_rid + 1;
+    let auth = format!(
+        "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{}</auth>",
+        plain(user, password)
+    );
+    let r = client.request(rid, "", &auth).await;
+    if !r.body.contains("<success") {
+        return Err(format!("auth: {}", r.body));
+    }
+    rid += 1;
+    let r = client
+        .request(rid, "to='localhost' xml:lang='en' xmpp:restart='true'", "")
+        .await;
+    if !r.body.contains("urn:ietf:params:xml:ns:xmpp-bind") {
+        return Err(format!("restart: {}", r.body));
+    }
+    rid += 1;
+    let bind = format!(
+        "<iq type='set' id='bind_1' xmlns='jabber:client'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>{resource}</resource></bind></iq>"
+    );
+    let r = client.request(rid, "", &bind).await;
+    let jid = r
+        .body
+        .split("<jid>")
+        .nth(1)
+        .and_then(|s| s.split("</jid>").next())
+        .ok_or_else(|| format!("bind: {}", r.body))?
+        .to_owned();
+    rid += 1;
+    let session = "<iq type='set' id='sess_1' xmlns='jabber:client'><session xmlns='urn:ietf:params:xml:ns:xmpp-session'/></iq>";
+    let r = client.request(rid, "", session).await;
+    if !r.body.contains("id='sess_1'") && !r.body.contains("id=\"sess_1\"") {
+        return Err(format!("session: {}", r.body));
+    }
+    Ok(BoshStream::start(client, rid + 1, jid))
+}
+
+impl BoshStream {
+    fn start(client: BoshClient, next_rid: u64, jid: String) -> Self {
+        let (out_tx, out_rx) = mpsc::unbounded_channel();
+        let (in_tx, in_rx) = mpsc::unbounded_channel();
+        let sid = client.sid.clone();
+        let task = tokio::spawn(engine(client, next_rid, out_rx, in_tx));
+        Self {
+            jid,
+            sid,
+            outgoing: out_tx,
+            incoming: in_rx,
+            task,
+        }
+    }
+
+    /// Queues a stanza for sending.
+    pub fn send(&self, stanza: impl Into<String>) {
+        let _ = self.outgoing.send(Outgoing::Stanza(stanza.into()));
+    }
+
+    /// Ends the session with `type='terminate'` carrying `payload`.
+    pub fn terminate(&self, payload: impl Into<String>) {
+        let _ = self.outgoing.send(Outgoing::Terminate(payload.into()));
+    }
+
+    /// The next event, or `None` after `timeout`.
+    pub async fn next(&mut self, timeout: Duration) -> Option<Incoming> {
+        tokio::time::timeout(timeout, self.incoming.recv())
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// Waits for a stanza matching `pred`, skipping others; panics after `timeout`.
+    pub async fn expect(
+        &mut self,
+        timeout: Duration,
+        what: &str,
+        pred: impl Fn(&str) -> bool,
+    ) -> String {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.next(left).await {
+                Some(Incoming::Stanza(s)) if pred(&s) => return s,
+                Some(Incoming::Stanza(_)) => {}
+                Some(Incoming::Terminated(body)) => {
+                    panic!("{}: session ended waiting for {what}: {body}", self.jid)
+                }
+                None => panic!("{}: timed out waiting for {what}", self.jid),
+            }
+        }
+    }
+
+    /// Waits until the session reports its end; returns the terminal body.
+    pub async fn terminated(&mut self, timeout: Duration) -> String {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.next(left).await {
+                Some(Incoming::Terminated(body)) => return body,
+                Some(Incoming::Stanza(_)) => {}
+                None => panic!("{}: session did not end", self.jid),
+            }
+        }
+    }
+}
+
+impl Drop for BoshStream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn engine(
+    client: BoshClient,
+    mut next_rid: u64,
+    mut outgoing: mpsc::UnboundedReceiver<Outgoing>,
+    incoming: mpsc::UnboundedSender<Incoming>,
+) {
+    let mut queue: VecDeque<String> = VecDeque::new();
+    let mut terminate: Option<String> = None;
+    let mut in_flight: JoinSet<(u64, HttpResponse)> = JoinSet::new();
+    let mut done: BTreeMap<u64, HttpResponse> = BTreeMap::new();
+    let mut next_to_process = next_rid;
+    let mut input_open = true;
+    loop {
+        // Strophe's rules: data goes out while fewer than two requests are in
+        // flight; an empty poll only when none is.
+        if in_flight.len() < 2 && (!queue.is_empty() || terminate.is_some()) {
+            let payload: String = queue.drain(..).collect();
+            let (attrs, payload) = match terminate.take() {
+                Some(t) => ("type='terminate'", format!("{payload}{t}")),
+                None => ("", payload),
+            };
+            let rid = next_rid;
+            next_rid += 1;
+            let c = client.clone();
+            in_flight.spawn(async move { (rid, c.request(rid, attrs, &payload).await) });
+        } else if in_flight.is_empty() {
+            let rid = next_rid;
+            next_rid += 1;
+            let c = client.clone();
+            in_flight.spawn(async move { (rid, c.request(rid, "", "").await) });
+        }
+        tokio::select! {
+            finished = in_flight.join_next(), if !in_flight.is_empty() => {
+                let Some(Ok((rid, response))) = finished else { return };
+                done.insert(rid, response);
+                while let Some(response) = done.remove(&next_to_process) {
+                    next_to_process += 1;
+                    let body = response.body;
+                    for child in children(&body) {
+                        let _ = incoming.send(Incoming::Stanza(child));
+                    }
+                    if attr(&body, "type").as_deref() == Some("terminate") || response.status != 200 {
+                        let _ = incoming.send(Incoming::Terminated(body));
+                        return;
+                    }
+                }
+            }
+            message = outgoing.recv(), if input_open => match message {
+                Some(Outgoing::Stanza(s)) => queue.push_back(s),
+                Some(Outgoing::Terminate(t)) => terminate = Some(t),
+                None => input_open = false,
+            },
+        }
+    }
+}
