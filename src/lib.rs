@@ -16,3 +16,21 @@ pub mod sessions;
 pub mod stanza;
 pub mod upstream;
 pub mod xml;
+
+/// Size ceilings for the structs every idle session carries: the cheapest
+/// guard for the "many idle sessions in little memory" goal. Raise a ceiling
+/// only with a reason (and a load-test figure) in the commit.
+#[cfg(test)]
+mod size_guards {
+    use std::mem::size_of;
+
+    #[test]
+    fn per_session_structs_stay_small() {
+        assert!(size_of::<crate::bosh::BoshSession>() <= 640);
+        assert!(size_of::<crate::relay::bosh::BoshShared>() <= 736);
+        assert!(size_of::<crate::upstream::conn::UpstreamConn>() <= 288);
+        assert!(size_of::<crate::xml::splitter::Splitter>() <= 160);
+        assert!(size_of::<crate::stanza::Stanza>() <= 40);
+        assert!(size_of::<crate::upstream::UpstreamEvent>() <= 128);
+    }
+}

@@ -195,7 +195,7 @@ async fn bosh_96_restart_before_authentication_is_bad_request() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bosh_82_error_conditions() {
     let (_prosody, edge) = setup("").await;
-    // BOSH-86: unknown sid.
+    // BOSH-86, BOSH-82f: unknown sid.
     let r = post(
         edge.addr,
         "/http-bind",
@@ -215,7 +215,7 @@ async fn bosh_82_error_conditions() {
         let r = post(edge.addr, "/http-bind", &body).await;
         assert_eq!(condition(&r.body).as_deref(), Some("bad-request"), "{body}");
     }
-    // BOSH-21: unknown domain; BOSH-20: no `to`.
+    // BOSH-21, BOSH-82c: unknown domain; BOSH-20, BOSH-82d: no `to`.
     let r = post(
         edge.addr,
         "/http-bind",
@@ -240,7 +240,7 @@ async fn bosh_82_error_conditions() {
         .request(client.first_rid + 1, "", "<message><!-- x --></message>")
         .await;
     assert_eq!(condition(&r.body).as_deref(), Some("bad-request"));
-    // BOSH-12: oversized body.
+    // BOSH-12, BOSH-82h: oversized body.
     let big = format!(
         "<body rid='1' to='localhost' {HTTPBIND}><message><body>{}</body></message></body>",
         "x".repeat(400_000)
@@ -297,6 +297,7 @@ async fn bosh_83_91_server_shutdown_is_relayed_as_remote_stream_error() {
     let mut alice = login(edge.addr, "alice", "alice-secret", "x").await;
     prosody.shutdown();
     let end = alice.terminated(T).await;
+    // BOSH-82j: the server's stream error, whole.
     assert_eq!(
         condition(&end).as_deref(),
         Some("remote-stream-error"),
@@ -472,4 +473,31 @@ async fn bosh_82l_shutdown_answers_held_requests() {
     edge.shutdown().await;
     let r = held.await.unwrap();
     assert_eq!(condition(&r.body).as_deref(), Some("system-shutdown"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bosh_4_8_content_attribute_and_minimal_headers() {
+    let (_prosody, edge) = setup("").await;
+    let body = format!(
+        "<body rid='7' to='localhost' wait='2' ver='1.6' content='text/html; charset=utf-8' {HTTPBIND}/>"
+    );
+    // BOSH-8: only Host and Content-Length.
+    let request = format!(
+        "POST /http-bind HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let r = raw_request(edge.addr, request.as_bytes()).await;
+    assert_eq!(r.header("content-type"), Some("text/html; charset=utf-8"));
+    let client = BoshClient {
+        addr: edge.addr,
+        path: "/http-bind".into(),
+        sid: attr(&r.body, "sid").unwrap(),
+        first_rid: 7,
+    };
+    // BOSH-4: every later response of the session, errors included.
+    let r = client.request(8, "", "").await;
+    assert_eq!(r.header("content-type"), Some("text/html; charset=utf-8"));
+    let r = client.request(20, "", "").await;
+    assert_eq!(condition(&r.body).as_deref(), Some("item-not-found"));
+    assert_eq!(r.header("content-type"), Some("text/html; charset=utf-8"));
 }

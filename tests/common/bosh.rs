@@ -92,14 +92,45 @@ pub async fn raw_request(addr: SocketAddr, request: &[u8]) -> HttpResponse {
         .expect("response")
 }
 
-/// POSTs `body` to `path` on a new connection.
+/// POSTs `body` to `path` on a new connection. Every response is checked
+/// against the rules that hold for all BOSH responses.
 pub async fn post(addr: SocketAddr, path: &str, body: &str) -> HttpResponse {
     let request = format!(
         "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: text/xml; charset=utf-8\r\n\
          Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
-    raw_request(addr, request.as_bytes()).await
+    let response = raw_request(addr, request.as_bytes()).await;
+    check_bosh_response(&response);
+    response
+}
+
+/// BOSH-5, BOSH-10, BOSH-13, BOSH-14, BOSH-39, BOSH-90, BOSH-102 on every response.
+pub fn check_bosh_response(r: &HttpResponse) {
+    let body = &r.body;
+    assert_eq!(
+        super::xml::root_name(body),
+        (
+            "http://jabber.org/protocol/httpbind".to_owned(),
+            "body".to_owned()
+        ),
+        "BOSH-13: {body}"
+    );
+    super::xml::assert_namespace_well_formed(body);
+    assert!(!body.contains("stream:stream"), "BOSH-90: {body}");
+    assert!(!body.contains(" secure="), "BOSH-102: {body}");
+    assert!(
+        !body.contains("> ") && !body.contains(">\n"),
+        "BOSH-14: text in body: {body}"
+    );
+    assert_eq!(r.header("cache-control"), Some("no-store"), "BOSH-10");
+    assert!(r.header("transfer-encoding").is_none(), "BOSH-5");
+    assert_eq!(
+        r.header("content-length")
+            .and_then(|l| l.parse::<usize>().ok()),
+        Some(body.len()),
+        "BOSH-5"
+    );
 }
 
 /// A BOSH session at the request level: the caller picks rids.

@@ -70,10 +70,7 @@ impl Prosody {
                 .expect("prosodyctl is missing (apt-get install -y prosody)");
             assert!(status.success(), "prosodyctl register {user} failed");
         }
-        // `timeout` bounds the server's life even if this process is killed.
-        let child = Command::new("timeout")
-            .args(["--signal=KILL", "900"])
-            .arg(&prosody)
+        let child = Command::new(&prosody)
             .arg("-F")
             .arg("--config")
             .arg(&config_path)
@@ -81,6 +78,19 @@ impl Prosody {
             .stderr(Stdio::null())
             .spawn()
             .expect("cannot start prosody");
+        // If this test process dies without running destructors, the
+        // watchdog still stops the server.
+        let watchdog = format!(
+            "while kill -0 {test} 2>/dev/null && kill -0 {server} 2>/dev/null; do sleep 1; done; kill -9 {server} 2>/dev/null",
+            test = std::process::id(),
+            server = child.id()
+        );
+        let _ = Command::new("sh")
+            .args(["-c", &watchdog])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn();
         let server = Self { child, dir, port };
         server.wait_listening();
         server
@@ -107,22 +117,14 @@ impl Prosody {
         std::fs::read_to_string(self.dir.join("prosody.log")).unwrap_or_default()
     }
 
-    fn server_pid(&self) -> Option<String> {
-        std::fs::read_to_string(self.dir.join("prosody.pid"))
-            .ok()
-            .map(|p| p.trim().to_owned())
-            .filter(|p| !p.is_empty())
-    }
-
     fn signal(&self, signal: &str) {
-        if let Some(pid) = self.server_pid() {
-            let _ = Command::new("kill").args([signal, &pid]).status();
-        }
+        let _ = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status();
     }
 
     /// Kills the server abruptly, like a crash: connections are reset with no closing tag.
     pub fn crash(&mut self) {
-        self.signal("-KILL");
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

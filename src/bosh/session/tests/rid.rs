@@ -126,3 +126,17 @@ fn bosh_59_empty_and_restart_requests_consume_rids_in_order() {
     ] if o.restart));
     let _ = restart;
 }
+
+#[test]
+fn bosh_87_later_to_or_route_without_restart_is_a_normal_request() {
+    let mut h = Harness::established();
+    h.upstream.clear();
+    let r = h.send_raw(
+        RID + 1,
+        "to='other.example' route='xmpp:evil:1'",
+        "<presence/>",
+    );
+    assert!(!h.answered(r));
+    assert_eq!(h.upstream.len(), 1, "no new stream: {:?}", h.upstream);
+    assert!(h.session.ended().is_none());
+}
