@@ -66,7 +66,12 @@ impl Server {
             }
         }
         let sessions = self.state.sessions.bosh_sessions();
-        tracing::info!(sessions = sessions.len(), "shutting down");
+        tracing::info!(
+            bosh = sessions.len(),
+            websocket = self.state.sessions.ws_count(),
+            "shutting down"
+        );
+        self.state.begin_shutdown();
         let now = clock::now();
         for session in &sessions {
             session.shutdown(now);
@@ -140,6 +145,7 @@ pub async fn shutdown_signal() {
 pub async fn run(config: Config) -> std::io::Result<()> {
     let listen = config.server.listen;
     let paths = config.bosh.paths.clone();
+    let ws_paths = config.websocket.paths.clone();
     let server = Server::bind(config).await?;
     let addr = server.local_addr()?;
     let shown = if addr.ip().is_unspecified() {
@@ -151,6 +157,10 @@ pub async fn run(config: Config) -> std::io::Result<()> {
     for path in paths {
         tracing::info!("BOSH endpoint: http://{shown}{path}");
     }
+    for path in ws_paths {
+        tracing::info!("WebSocket endpoint: ws://{shown}{path}");
+    }
+    tracing::info!("discovery: http://{shown}/.well-known/host-meta");
     server.run(shutdown_signal()).await;
     Ok(())
 }

@@ -15,6 +15,7 @@ pub mod relay;
 pub mod sessions;
 pub mod stanza;
 pub mod upstream;
+pub mod websocket;
 pub mod xml;
 
 /// Size ceilings for the structs every idle session carries: the cheapest

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use dashmap::DashMap;
 use rand::RngCore;
@@ -80,11 +81,14 @@ impl fmt::Debug for Sid {
     }
 }
 
-/// Live sessions by id. Entries are removed by the session's driver task when
-/// the session ends.
+/// Live sessions: BOSH sessions by id (their requests must find them), and a
+/// count of WebSocket sessions (each is owned by its connection's task).
+/// Entries are removed by the session's driver task when the session ends.
 #[derive(Debug, Default)]
 pub struct SessionTable {
     bosh: DashMap<Sid, Arc<BoshShared>>,
+    websockets: AtomicUsize,
+    ws_backlog_closed: AtomicU64,
 }
 
 impl SessionTable {
@@ -112,6 +116,31 @@ impl SessionTable {
     /// Number of live BOSH sessions.
     pub fn bosh_count(&self) -> usize {
         self.bosh.len()
+    }
+
+    /// A WebSocket session started.
+    pub fn ws_opened(&self) {
+        self.websockets.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A WebSocket session ended.
+    pub fn ws_closed(&self) {
+        self.websockets.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Number of live WebSocket sessions.
+    pub fn ws_count(&self) -> usize {
+        self.websockets.load(Ordering::Relaxed)
+    }
+
+    /// Counts a WebSocket session closed because its client stopped reading.
+    pub fn ws_backlog_closed(&self) {
+        self.ws_backlog_closed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How many WebSocket sessions were closed for not reading.
+    pub fn ws_backlog_closed_total(&self) -> u64 {
+        self.ws_backlog_closed.load(Ordering::Relaxed)
     }
 
     /// Every live BOSH session (for shutdown and the admin API).

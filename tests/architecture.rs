@@ -7,6 +7,7 @@ use std::path::Path;
 const PURE: &[&str] = &[
     "src/xml",
     "src/bosh",
+    "src/websocket",
     "src/stanza.rs",
     "src/upstream/mod.rs",
     "src/upstream/negotiate.rs",

@@ -170,6 +170,74 @@ fn validate(c: &Config) -> Result<(), Invalid> {
             ));
         }
     }
+    let w = &c.websocket;
+    if w.paths.is_empty() {
+        return Err(at(&["websocket", "paths"], "at least one path is needed"));
+    }
+    for (i, path) in w.paths.iter().enumerate() {
+        if !path.starts_with('/') || path.contains(['?', '#', ' ']) {
+            return Err(at(
+                &["websocket", "paths"],
+                format!("`{path}` must be a URL path starting with /"),
+            ));
+        }
+        if w.paths[..i].contains(path) || b.paths.contains(path) {
+            return Err(at(
+                &["websocket", "paths"],
+                format!("`{path}` is used twice"),
+            ));
+        }
+    }
+    if w.max_message_bytes < 4096 {
+        return Err(at(
+            &["websocket", "max_message_bytes"],
+            "must be at least 4096",
+        ));
+    }
+    if !(256..=1024 * 1024).contains(&w.read_buffer_bytes) {
+        return Err(at(
+            &["websocket", "read_buffer_bytes"],
+            "must be between 256 and 1048576",
+        ));
+    }
+    if w.max_backlog_bytes < w.max_message_bytes.min(c.upstream.max_stanza_bytes) {
+        return Err(at(
+            &["websocket", "max_backlog_bytes"],
+            "must hold at least one stanza (max_stanza_bytes)",
+        ));
+    }
+    for (key, value) in [
+        ("open_timeout_secs", w.open_timeout_secs),
+        ("ping_interval_secs", w.ping_interval_secs),
+        ("close_timeout_secs", w.close_timeout_secs),
+    ] {
+        if value == 0 {
+            return Err(at(&["websocket", key], "must be at least 1"));
+        }
+    }
+    if w.idle_timeout_secs <= w.ping_interval_secs {
+        return Err(at(
+            &["websocket", "idle_timeout_secs"],
+            "must be longer than ping_interval_secs",
+        ));
+    }
+    for origin in &w.allowed_origins {
+        if origin != "*" && !(origin.starts_with("http://") || origin.starts_with("https://")) {
+            return Err(at(
+                &["websocket", "allowed_origins"],
+                format!("`{origin}` must be `*` or an origin such as https://example.com"),
+            ));
+        }
+    }
+    if let Some(uri) = &w.see_other_uri
+        && !(uri.starts_with("wss://") || uri.starts_with("https://"))
+    {
+        // WS-31: clients must not be sent to a less secure transport.
+        return Err(at(
+            &["websocket", "see_other_uri"],
+            "must be a wss:// or https:// URI",
+        ));
+    }
     let u = &c.upstream;
     if u.connect_timeout_secs == 0 {
         return Err(at(
@@ -212,8 +280,44 @@ fn validate(c: &Config) -> Result<(), Invalid> {
                 return Err((key("upstreams"), format!("`{upstream}` is not host:port")));
             }
         }
+        if let Some(url) = &host.public_base_url
+            && let Err(message) = check_public_base_url(url)
+        {
+            return Err((key("public_base_url"), message));
+        }
     }
     Ok(())
+}
+
+/// WS-42: discovery links must be `https://`/`wss://`; plain `http://` is
+/// accepted only for loopback hosts (local development).
+fn check_public_base_url(url: &str) -> Result<(), String> {
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or_else(|| format!("`{url}` is not an absolute URL"))?;
+    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let name = host.rsplit_once(':').map_or(host, |(h, p)| {
+        if p.bytes().all(|b| b.is_ascii_digit()) {
+            h
+        } else {
+            host
+        }
+    });
+    if name.is_empty() {
+        return Err(format!("`{url}` has no host"));
+    }
+    if rest.contains(['?', '#']) {
+        return Err(format!("`{url}` must not have a query or fragment"));
+    }
+    let loopback = matches!(name, "localhost" | "127.0.0.1" | "[::1]");
+    match scheme {
+        "https" => Ok(()),
+        "http" if loopback => Ok(()),
+        _ => Err(format!(
+            "`{url}` must be https:// (clients only use discovered endpoints over TLS; \
+             http:// is allowed for localhost only)"
+        )),
+    }
 }
 
 /// Splits `host:port` (IPv6 literals in brackets) into its parts.

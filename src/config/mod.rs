@@ -29,6 +29,8 @@ pub struct Config {
     pub log: LogConfig,
     /// BOSH endpoint and session limits.
     pub bosh: BoshConfig,
+    /// XMPP over WebSocket endpoint.
+    pub websocket: WebSocketConfig,
     /// The XMPP stream to the upstream servers.
     pub upstream: UpstreamConfig,
     /// Served XMPP domains and their upstream servers.
@@ -42,12 +44,14 @@ impl Default for Config {
             "localhost".to_owned(),
             HostConfig {
                 upstreams: vec!["127.0.0.1:5222".to_owned()],
+                public_base_url: None,
             },
         );
         Self {
             server: ServerConfig::default(),
             log: LogConfig::default(),
             bosh: BoshConfig::default(),
+            websocket: WebSocketConfig::default(),
             upstream: UpstreamConfig::default(),
             hosts,
         }
@@ -148,6 +152,58 @@ impl Default for BoshConfig {
     }
 }
 
+/// `[websocket]`
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebSocketConfig {
+    /// URL paths of the WebSocket endpoint.
+    pub paths: Vec<String>,
+    /// Refuse handshakes that do not offer the `xmpp` subprotocol (RFC 7395 §3.1).
+    pub require_subprotocol: bool,
+    /// `Origin` values allowed to connect; `*` allows any. Handshakes without
+    /// an `Origin` header (non-browser clients) are always allowed.
+    pub allowed_origins: Vec<String>,
+    /// Largest message (and frame) accepted from a client, bytes.
+    pub max_message_bytes: usize,
+    /// Read buffer per connection, bytes (kept for the connection's life).
+    pub read_buffer_bytes: usize,
+    /// Bytes queued for a client that does not read before the session is
+    /// closed with `policy-violation`.
+    pub max_backlog_bytes: usize,
+    /// Time allowed for the first `<open/>`, seconds.
+    pub open_timeout_secs: u16,
+    /// Client silence after which a WebSocket Ping is sent, seconds.
+    pub ping_interval_secs: u16,
+    /// Client silence (no frame, no Pong) after which the stream is closed, seconds.
+    pub idle_timeout_secs: u16,
+    /// Wait for the other side's `<close/>` or Close frame, seconds.
+    pub close_timeout_secs: u16,
+    /// Accept several elements in one message (old clients; RFC 7395 forbids it).
+    pub allow_multiple_elements: bool,
+    /// Redirect every client to this `wss://` (or `https://` BOSH) URI with
+    /// `<close see-other-uri=…/>` instead of serving it.
+    pub see_other_uri: Option<String>,
+}
+
+impl Default for WebSocketConfig {
+    fn default() -> Self {
+        Self {
+            paths: vec!["/xmpp-websocket".to_owned()],
+            require_subprotocol: true,
+            allowed_origins: vec!["*".to_owned()],
+            max_message_bytes: 256 * 1024,
+            read_buffer_bytes: 4096,
+            max_backlog_bytes: 1024 * 1024,
+            open_timeout_secs: 10,
+            ping_interval_secs: 30,
+            idle_timeout_secs: 90,
+            close_timeout_secs: 5,
+            allow_multiple_elements: false,
+            see_other_uri: None,
+        }
+    }
+}
+
 /// `[upstream]`
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -180,6 +236,12 @@ impl Default for UpstreamConfig {
 pub struct HostConfig {
     /// Upstream XMPP servers (`host:port`), tried in order.
     pub upstreams: Vec<String>,
+    /// Public base URL of xmpp-edge for this domain (e.g.
+    /// `https://chat.example.com`), used in host-meta links; when xmpp-edge
+    /// sits behind TLS offload it cannot know it otherwise. Without it, links
+    /// are derived from the request (`http://` + `Host`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_base_url: Option<String>,
 }
 
 // === impl Config ===
@@ -214,6 +276,22 @@ impl Config {
             max_depth: self.upstream.max_depth,
             ..ClientXmlLimits::default()
         }
+    }
+
+    /// Timers and limits handed to each WebSocket session core.
+    pub fn ws_limits(&self) -> Arc<crate::websocket::WsLimits> {
+        let w = &self.websocket;
+        let secs = |s: u16| Duration::from_secs(u64::from(s));
+        Arc::new(crate::websocket::WsLimits {
+            open_timeout: secs(w.open_timeout_secs),
+            ping_interval: secs(w.ping_interval_secs),
+            idle_timeout: secs(w.idle_timeout_secs),
+            close_timeout: secs(w.close_timeout_secs),
+            max_backlog_bytes: w.max_backlog_bytes,
+            allow_multiple_elements: w.allow_multiple_elements,
+            see_other_uri: w.see_other_uri.as_deref().map(Box::from),
+            client_xml: self.client_xml_limits(),
+        })
     }
 
     /// Connect timeout as a duration.

@@ -102,3 +102,41 @@ fn host_port_parsing() {
     assert_eq!(parse_host_port("host"), None);
     assert_eq!(parse_host_port(":5222"), None);
 }
+
+#[test]
+fn websocket_section_defaults_and_checks() {
+    let c = load_str("", "t").unwrap();
+    assert_eq!(c.websocket.paths, ["/xmpp-websocket"]);
+    assert!(c.websocket.require_subprotocol);
+    let e = error_of("[websocket]\nsee_other_uri = \"ws://other.example/ws\"\n");
+    assert!(
+        e.starts_with("test.toml:2:1: websocket.see_other_uri:"),
+        "{e}"
+    );
+    let e = error_of("[websocket]\npaths = [\"/http-bind\"]\n");
+    assert!(e.contains("used twice"), "{e}");
+    let e = error_of("[websocket]\nidle_timeout_secs = 10\nping_interval_secs = 30\n");
+    assert!(e.contains("websocket.idle_timeout_secs"), "{e}");
+}
+
+#[test]
+fn ws_42_public_base_url_must_be_https_except_on_loopback() {
+    let ok = |url: &str| {
+        load_str(
+            &format!(
+                "[hosts.\"example.com\"]\nupstreams = [\"a:1\"]\npublic_base_url = \"{url}\"\n"
+            ),
+            "t",
+        )
+    };
+    assert!(ok("https://chat.example.com").is_ok());
+    assert!(ok("https://chat.example.com:8443/xmpp").is_ok());
+    assert!(ok("http://localhost:5280").is_ok());
+    assert!(ok("http://127.0.0.1:5280").is_ok());
+    let e = ok("http://chat.example.com").unwrap_err().to_string();
+    assert!(
+        e.contains("public_base_url") && e.contains("https://"),
+        "{e}"
+    );
+    assert!(ok("chat.example.com").is_err());
+}

@@ -141,8 +141,8 @@ async fn create(state: &Arc<AppState>, request: BoshRequest) -> Reply {
     state.sessions.insert_bosh(sid, Arc::clone(&session));
     let span = tracing::info_span!("bosh", %sid);
     span.in_scope(|| tracing::info!(domain, "session created"));
-    let relay = BoshRelay::new(Arc::clone(&session), Arc::clone(&state.sessions));
-    tokio::spawn(drive(relay, targets, Arc::clone(&state.conn)).instrument(span));
+    let relay = BoshRelay::new(Arc::clone(&session), Arc::clone(&state.sessions), targets);
+    tokio::spawn(drive(relay, Arc::clone(&state.conn)).instrument(span));
     wait_reply(
         &session,
         Submitted::Waiting(1, creation),

@@ -2,6 +2,8 @@
 //! turned into core inputs and core outputs into HTTP responses.
 
 pub mod bosh;
+pub mod discovery;
+pub mod websocket;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -10,12 +12,14 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::http::{HeaderMap, HeaderValue, header};
-use axum::routing::post;
+use axum::routing::{get, post};
+use tokio::sync::watch;
 
 use crate::bosh::BoshLimits;
 use crate::config::Config;
 use crate::sessions::SessionTable;
 use crate::upstream::conn::ConnSettings;
+use crate::websocket::WsLimits;
 use crate::xml::reserialize::ClientXmlLimits;
 
 /// The address of the TCP peer of an HTTP connection.
@@ -39,6 +43,11 @@ pub struct AppState {
     pub sessions: Arc<SessionTable>,
     /// CORS policy for BOSH.
     pub cors: Cors,
+    /// Limits for new WebSocket sessions.
+    pub ws_limits: Arc<WsLimits>,
+    /// Origins allowed to open a WebSocket.
+    pub ws_origins: Cors,
+    shutdown: watch::Sender<bool>,
 }
 
 impl AppState {
@@ -61,8 +70,26 @@ impl AppState {
             upstreams,
             sessions: Arc::new(SessionTable::new()),
             cors: Cors::new(&config.bosh.cors_origins),
+            ws_limits: config.ws_limits(),
+            ws_origins: Cors::new(&config.websocket.allowed_origins),
+            shutdown: watch::Sender::new(false),
             config: Arc::new(config),
         }
+    }
+
+    /// Resolves for sessions that must end because xmpp-edge is stopping.
+    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+
+    /// Tells every session that xmpp-edge is stopping.
+    pub fn begin_shutdown(&self) {
+        self.shutdown.send_replace(true);
+    }
+
+    /// Counts a WebSocket session closed because its client stopped reading.
+    pub fn metrics_backlog_closed(&self) {
+        self.sessions.ws_backlog_closed();
     }
 }
 
@@ -95,6 +122,14 @@ impl Cors {
         self.origins.contains(&text).then(|| origin.clone())
     }
 
+    /// Whether an `Origin` header value is allowed.
+    pub fn allows(&self, origin: &HeaderValue) -> bool {
+        self.any
+            || origin
+                .to_str()
+                .is_ok_and(|o| self.origins.contains(&o.to_ascii_lowercase()))
+    }
+
     /// Whether responses depend on the `Origin` header (so caches must vary on it).
     pub fn varies(&self) -> bool {
         !self.any
@@ -111,5 +146,14 @@ pub fn router(state: Arc<AppState>) -> Router {
             router = router.route(&format!("{path}/"), route);
         }
     }
-    router.with_state(state)
+    for path in &state.config.websocket.paths {
+        router = router.route(path, get(websocket::upgrade));
+    }
+    router
+        .route("/.well-known/host-meta", get(discovery::host_meta))
+        .route(
+            "/.well-known/host-meta.json",
+            get(discovery::host_meta_json),
+        )
+        .with_state(state)
 }

@@ -167,17 +167,26 @@ impl BoshShared {
 pub struct BoshRelay {
     shared: Arc<BoshShared>,
     table: Arc<SessionTable>,
+    targets: Option<Arc<[String]>>,
 }
 
 impl BoshRelay {
-    /// Drives `shared`, removing it from `table` when it ends.
-    pub fn new(shared: Arc<BoshShared>, table: Arc<SessionTable>) -> Self {
-        Self { shared, table }
+    /// Drives `shared` against `targets`, removing it from `table` when it ends.
+    pub fn new(shared: Arc<BoshShared>, table: Arc<SessionTable>, targets: Arc<[String]>) -> Self {
+        Self {
+            shared,
+            table,
+            targets: Some(targets),
+        }
     }
 }
 
 impl ClientSide for BoshRelay {
     type ClientInput = ();
+
+    fn upstream_targets(&mut self, _now: Instant) -> Option<Arc<[String]>> {
+        self.targets.take()
+    }
 
     fn on_upstream(&mut self, now: Instant, events: &mut Vec<UpstreamEvent>) {
         let mut inner = self.shared.inner.lock();

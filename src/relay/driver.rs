@@ -1,7 +1,10 @@
 //! The relay loop: one tokio task per session owns the upstream connection
 //! and moves events between it and the session's protocol core.
 //!
-//! Each turn: hand the core's upstream actions to the connection, flush,
+//! The connection is made as soon as the client side names its targets (BOSH:
+//! at once; WebSocket: after the first `<open/>`), while client input and
+//! timers keep being served. Each turn: hand the core's upstream actions to
+//! the connection once it is up, flush,
 //! re-arm the single timer if the core's deadline moved, then wait for
 //! whichever comes first: upstream data (only while the core accepts more,
 //! which is how a slow client pushes back on the server), socket
@@ -11,6 +14,7 @@
 
 use std::collections::VecDeque;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,13 +22,15 @@ use tracing::Instrument;
 
 use crate::clock;
 use crate::upstream::conn::{ConnSettings, Finish, UpstreamConn};
-use crate::upstream::{UpstreamAction, UpstreamEvent};
+use crate::upstream::{UpstreamAction, UpstreamEvent, UpstreamFailure};
 
 /// The client-facing half of a session, as the relay loop sees it.
 pub trait ClientSide: Send + 'static {
     /// What [`Self::client_ready`] yields.
     type ClientInput: Send;
 
+    /// The upstream servers to connect to, once known; asked until it answers.
+    fn upstream_targets(&mut self, now: Instant) -> Option<Arc<[String]>>;
     /// Feeds upstream events (in order) to the core and delivers its output to the client.
     fn on_upstream(&mut self, now: Instant, events: &mut Vec<UpstreamEvent>);
     /// Fires the core's deadlines.
@@ -45,27 +51,32 @@ pub trait ClientSide: Send + 'static {
     fn finished(&mut self);
 }
 
-/// Connects upstream and runs the session until it is over.
-pub async fn drive<S: ClientSide>(
-    mut side: S,
-    targets: Arc<[String]>,
-    settings: Arc<ConnSettings>,
-) {
-    let mut conn = match UpstreamConn::connect(&targets, &settings).await {
-        Ok(conn) => Some(conn),
-        Err(failure) => {
-            tracing::warn!("upstream unavailable: {failure}");
-            side.on_upstream(clock::now(), &mut vec![UpstreamEvent::Failed(failure)]);
-            None
-        }
-    };
+type Connecting = Pin<Box<dyn Future<Output = Result<UpstreamConn, UpstreamFailure>> + Send>>;
+
+/// Runs the session until it is over, connecting upstream when the client
+/// side names its targets.
+pub async fn drive<S: ClientSide>(mut side: S, settings: Arc<ConnSettings>) {
+    let mut conn: Option<UpstreamConn> = None;
+    let mut connecting: Option<Connecting> = None;
+    let mut asked_targets = false;
     let mut actions = VecDeque::new();
     let mut events = Vec::new();
     let sleep = tokio::time::sleep(Duration::from_secs(3600));
     tokio::pin!(sleep);
     let mut armed: Option<Instant> = None;
     loop {
-        side.take_actions(&mut actions);
+        if !asked_targets && let Some(targets) = side.upstream_targets(clock::now()) {
+            asked_targets = true;
+            let settings = Arc::clone(&settings);
+            connecting = Some(Box::pin(async move {
+                UpstreamConn::connect(&targets, &settings).await
+            }));
+        }
+        // Actions wait in the core until the connection is up, except when
+        // there is no connection to wait for.
+        if conn.is_some() || connecting.is_none() {
+            side.take_actions(&mut actions);
+        }
         while let Some(action) = actions.pop_front() {
             let Some(c) = conn.as_mut() else {
                 continue;
@@ -105,13 +116,21 @@ pub async fn drive<S: ClientSide>(
         let can_read = conn.as_ref().is_some_and(|c| !c.read_done()) && side.wants_upstream_data();
         let must_write = conn.as_ref().is_some_and(UpstreamConn::has_pending_writes);
         tokio::select! {
+            result = connected(connecting.as_mut()), if connecting.is_some() => {
+                connecting = None;
+                match result {
+                    Ok(c) => conn = Some(c),
+                    Err(failure) => {
+                        tracing::warn!("upstream unavailable: {failure}");
+                        side.on_upstream(clock::now(), &mut vec![UpstreamEvent::Failed(failure)]);
+                    }
+                }
+            }
             ready = readable(conn.as_ref()), if can_read => {
                 if let Some(c) = conn.as_mut() {
                     match ready {
                         Ok(()) => c.read_events(&mut events),
-                        Err(e) => events.push(UpstreamEvent::Failed(
-                            crate::upstream::UpstreamFailure::Lost(e.to_string()),
-                        )),
+                        Err(e) => events.push(UpstreamEvent::Failed(UpstreamFailure::Lost(e.to_string()))),
                     }
                 }
                 if !events.is_empty() {
@@ -130,6 +149,13 @@ pub async fn drive<S: ClientSide>(
     side.finished();
     if let Some(c) = conn {
         tokio::spawn(c.abort().in_current_span());
+    }
+}
+
+async fn connected(connecting: Option<&mut Connecting>) -> Result<UpstreamConn, UpstreamFailure> {
+    match connecting {
+        Some(future) => future.await,
+        None => std::future::pending().await,
     }
 }
 

@@ -1,0 +1,104 @@
+//! The WebSocket endpoint: handshake checks (subprotocol, Origin, version),
+//! then the upgraded connection is handed to the relay loop.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use rand::RngCore;
+use tracing::Instrument;
+
+use crate::clock;
+use crate::http::{AppState, ClientAddr};
+use crate::relay::drive;
+use crate::relay::websocket::WsRelay;
+use crate::websocket::WsSession;
+
+/// The subprotocol of RFC 7395.
+const SUBPROTOCOL: &str = "xmpp";
+
+/// `GET` (upgrade) on a WebSocket path.
+pub async fn upgrade(
+    State(state): State<Arc<AppState>>,
+    client: Option<axum::Extension<ClientAddr>>,
+    headers: HeaderMap,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(WebSocketUpgradeRejection::InvalidWebSocketVersionHeader(_)) => {
+            // WS-47: name the version we speak.
+            return (
+                StatusCode::UPGRADE_REQUIRED,
+                [(header::SEC_WEBSOCKET_VERSION, "13")],
+                "unsupported WebSocket version; this endpoint speaks version 13\n",
+            )
+                .into_response();
+        }
+        Err(_) => {
+            // WS-5: a plain GET is not an error page, but never a 101 either.
+            return (
+                StatusCode::UPGRADE_REQUIRED,
+                [
+                    (header::UPGRADE, "websocket"),
+                    (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+                ],
+                "xmpp-edge: this is an XMPP over WebSocket endpoint (RFC 7395). \
+                 Connect with a WebSocket client offering the `xmpp` subprotocol.\n",
+            )
+                .into_response();
+        }
+    };
+    // WS-4: a browser from an origin that is not allowed.
+    if let Some(origin) = headers.get(header::ORIGIN)
+        && !state.ws_origins.allows(origin)
+    {
+        tracing::info!(origin = ?origin, "WebSocket refused: origin not allowed");
+        return (StatusCode::FORBIDDEN, "origin not allowed\n").into_response();
+    }
+    // WS-1..3: `xmpp` must be offered, and only it is echoed.
+    let offered = ws
+        .requested_protocols()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| p.trim() == SUBPROTOCOL);
+    if !offered && state.config.websocket.require_subprotocol {
+        tracing::info!("WebSocket refused: the xmpp subprotocol was not offered");
+        return (
+            StatusCode::BAD_REQUEST,
+            "the `xmpp` WebSocket subprotocol (RFC 7395) is required\n",
+        )
+            .into_response();
+    }
+    let w = &state.config.websocket;
+    let mut ws = ws
+        .read_buffer_size(w.read_buffer_bytes)
+        .write_buffer_size(0)
+        .max_write_buffer_size(w.max_backlog_bytes.saturating_add(w.max_message_bytes))
+        .max_message_size(w.max_message_bytes)
+        .max_frame_size(w.max_message_bytes);
+    if offered {
+        ws.set_selected_protocol(HeaderValue::from_static(SUBPROTOCOL));
+    }
+    let peer = client.map(|c| c.0.0);
+    let limits = Arc::clone(&state.ws_limits);
+    let settings = Arc::clone(&state.conn);
+    ws.on_upgrade(move |socket| {
+        let id = random_id();
+        let span = tracing::info_span!("ws", id = %&id[..12]);
+        span.in_scope(|| tracing::debug!(?peer, "WebSocket connected"));
+        let core = WsSession::new(limits, id.into(), clock::now());
+        let relay = WsRelay::new(core, socket, state);
+        drive(relay, settings).instrument(span)
+    })
+}
+
+/// A fresh, unpredictable stream id (WS-21), 32 hex digits.
+fn random_id() -> String {
+    let mut bytes = [0u8; 16];
+    rand::rng().fill_bytes(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,301 @@
+//! The WebSocket side of the relay loop: one task owns the client WebSocket,
+//! the framing core and (through the driver) the upstream connection.
+//!
+//! Outgoing messages wait in a queue whose size is the client's backlog; past
+//! the configured bound the core closes the session (`policy-violation`).
+//! Reads and writes of the WebSocket are polled together, so a client that
+//! does not read never stops us from reading its frames or the server.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::watch;
+
+use crate::http::AppState;
+use crate::relay::driver::ClientSide;
+use crate::upstream::{UpstreamAction, UpstreamEvent};
+use crate::websocket::{ClientAction, WsSession};
+
+/// Time allowed to flush the last messages (the error, `<close/>`, the Close
+/// frame) once the session is over.
+const FINAL_FLUSH: Duration = Duration::from_secs(2);
+
+/// What woke the relay loop on the client side.
+#[derive(Debug)]
+pub enum WsInput {
+    /// A message, an error, or the end of the stream.
+    Frame(Option<Result<Message, axum::Error>>),
+    /// The queue was written out (or writing failed).
+    Flushed(Result<(), axum::Error>),
+    /// xmpp-edge is shutting down.
+    Shutdown,
+}
+
+/// One WebSocket session in the relay loop.
+pub struct WsRelay {
+    core: WsSession,
+    socket: WebSocket,
+    out: VecDeque<Message>,
+    out_bytes: usize,
+    flush_pending: bool,
+    read_closed: bool,
+    write_broken: bool,
+    close_queued: bool,
+    ended_at: Option<Instant>,
+    state: Arc<AppState>,
+    shutdown: watch::Receiver<bool>,
+    shutdown_seen: bool,
+}
+
+impl std::fmt::Debug for WsRelay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WsRelay")
+            .field("core", &self.core)
+            .field("out_bytes", &self.out_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WsRelay {
+    /// Wraps an accepted WebSocket.
+    pub fn new(core: WsSession, socket: WebSocket, state: Arc<AppState>) -> Self {
+        let shutdown = state.shutdown_signal();
+        let shutdown_seen = *shutdown.borrow();
+        state.sessions.ws_opened();
+        Self {
+            core,
+            socket,
+            out: VecDeque::new(),
+            out_bytes: 0,
+            flush_pending: false,
+            read_closed: false,
+            write_broken: false,
+            close_queued: false,
+            ended_at: None,
+            state,
+            shutdown,
+            shutdown_seen,
+        }
+    }
+
+    /// Moves what the core produced for the client into the send queue.
+    fn pump(&mut self, now: Instant) {
+        loop {
+            while let Some(action) = self.core.poll_client() {
+                if self.close_queued {
+                    continue;
+                }
+                match action {
+                    ClientAction::Text(bytes) => match Utf8Bytes::try_from(bytes) {
+                        Ok(text) => {
+                            self.out_bytes += text.len();
+                            self.out.push_back(Message::Text(text));
+                        }
+                        Err(e) => tracing::error!("dropping a non-UTF-8 message: {e}"),
+                    },
+                    ClientAction::Ping => self.out.push_back(Message::Ping(Bytes::new())),
+                    ClientAction::DropBacklog => {
+                        self.out.clear();
+                        self.out_bytes = 0;
+                    }
+                    ClientAction::Close(code) => {
+                        self.out.push_back(Message::Close(Some(CloseFrame {
+                            code,
+                            reason: Utf8Bytes::from_static(""),
+                        })));
+                        self.close_queued = true;
+                    }
+                }
+            }
+            if self.out_bytes > self.state.config.websocket.max_backlog_bytes && !self.close_queued
+            {
+                self.state.metrics_backlog_closed();
+                self.core.handle_client_backlog(now, self.out_bytes);
+                continue;
+            }
+            break;
+        }
+        if self.core.ended().is_some() && self.ended_at.is_none() {
+            self.ended_at = Some(now);
+        }
+    }
+
+    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), axum::Error>> {
+        while !self.out.is_empty() {
+            ready!(self.socket.poll_ready_unpin(cx))?;
+            if let Some(message) = self.out.pop_front() {
+                if let Message::Text(text) = &message {
+                    self.out_bytes = self.out_bytes.saturating_sub(text.len());
+                }
+                self.socket.start_send_unpin(message)?;
+                self.flush_pending = true;
+            }
+        }
+        if self.flush_pending {
+            ready!(self.socket.poll_flush_unpin(cx))?;
+            self.flush_pending = false;
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_input(&mut self, cx: &mut Context<'_>) -> Poll<WsInput> {
+        if !self.write_broken
+            && (!self.out.is_empty() || self.flush_pending)
+            && let Poll::Ready(result) = self.poll_drain(cx)
+        {
+            return Poll::Ready(WsInput::Flushed(result));
+        }
+        if !self.read_closed
+            && let Poll::Ready(frame) = self.socket.poll_next_unpin(cx)
+        {
+            return Poll::Ready(WsInput::Frame(frame));
+        }
+        Poll::Pending
+    }
+
+    fn on_frame(&mut self, now: Instant, frame: Option<Result<Message, axum::Error>>) {
+        match frame {
+            Some(Ok(Message::Text(text))) => self.core.handle_client_text(now, &text),
+            Some(Ok(Message::Binary(_))) => self.core.handle_client_binary(now),
+            Some(Ok(Message::Ping(_))) => {
+                // WS-33: the library queued the Pong; make sure it goes out.
+                self.flush_pending = true;
+                self.core.handle_client_pong(now);
+            }
+            Some(Ok(Message::Pong(_))) => self.core.handle_client_pong(now),
+            Some(Ok(Message::Close(_))) => {
+                self.flush_pending = true;
+                self.core.handle_client_close(now);
+            }
+            Some(Err(error)) => {
+                self.read_closed = true;
+                match error.into_inner().downcast::<tungstenite::Error>() {
+                    Ok(e) => match *e {
+                        tungstenite::Error::Utf8(_) => self.core.handle_client_invalid_utf8(now),
+                        tungstenite::Error::Capacity(_) => self.core.handle_client_too_big(now),
+                        tungstenite::Error::Protocol(p) => {
+                            tracing::debug!("WebSocket protocol error: {p}");
+                            self.core.handle_client_protocol_error(now);
+                        }
+                        other => {
+                            tracing::debug!("WebSocket read failed: {other}");
+                            self.write_broken = true;
+                            self.core.handle_client_gone();
+                        }
+                    },
+                    Err(other) => {
+                        tracing::debug!("WebSocket read failed: {other}");
+                        self.write_broken = true;
+                        self.core.handle_client_gone();
+                    }
+                }
+            }
+            None => {
+                self.read_closed = true;
+                self.core.handle_client_gone();
+            }
+        }
+    }
+}
+
+impl ClientSide for WsRelay {
+    type ClientInput = WsInput;
+
+    fn upstream_targets(&mut self, now: Instant) -> Option<Arc<[String]>> {
+        let domain = self.core.requested_domain()?;
+        match self.state.upstreams.get(domain).cloned() {
+            Some(targets) => {
+                tracing::info!(domain, "WebSocket stream opened");
+                self.core.accept_domain(true);
+                Some(targets)
+            }
+            None => {
+                tracing::info!(domain, "WebSocket stream refused: domain not served");
+                self.core.refuse_domain(now);
+                self.pump(now);
+                None
+            }
+        }
+    }
+
+    fn on_upstream(&mut self, now: Instant, events: &mut Vec<UpstreamEvent>) {
+        for event in events.drain(..) {
+            self.core.handle_upstream(now, event);
+        }
+        self.pump(now);
+    }
+
+    fn on_timeout(&mut self, now: Instant) {
+        self.core.handle_timeout(now);
+        if self.ended_at.is_some_and(|t| now >= t + FINAL_FLUSH) {
+            self.write_broken = true;
+        }
+        self.pump(now);
+    }
+
+    fn take_actions(&mut self, out: &mut VecDeque<UpstreamAction>) {
+        while let Some(action) = self.core.poll_upstream() {
+            out.push_back(action);
+        }
+    }
+
+    fn next_deadline(&mut self) -> Option<Instant> {
+        match self.ended_at {
+            Some(t) => Some(t + FINAL_FLUSH),
+            None => self.core.poll_timeout(),
+        }
+    }
+
+    fn wants_upstream_data(&mut self) -> bool {
+        self.core.ended().is_none()
+    }
+
+    fn is_done(&mut self) -> bool {
+        self.core.ended().is_some()
+            && (self.write_broken || (self.out.is_empty() && !self.flush_pending))
+    }
+
+    async fn client_ready(&mut self) -> WsInput {
+        let shutdown_seen = self.shutdown_seen;
+        let mut shutdown = self.shutdown.clone();
+        tokio::select! {
+            input = std::future::poll_fn(|cx| self.poll_input(cx)) => input,
+            _ = shutdown.changed(), if !shutdown_seen => WsInput::Shutdown,
+        }
+    }
+
+    fn on_client(&mut self, now: Instant, input: WsInput) {
+        match input {
+            WsInput::Frame(frame) => self.on_frame(now, frame),
+            WsInput::Flushed(Ok(())) => {}
+            WsInput::Flushed(Err(e)) => {
+                tracing::debug!("WebSocket write failed: {e}");
+                self.write_broken = true;
+                self.out.clear();
+                self.out_bytes = 0;
+                self.core.handle_client_gone();
+            }
+            WsInput::Shutdown => {
+                self.shutdown_seen = true;
+                self.core.handle_shutdown(now);
+            }
+        }
+        self.pump(now);
+    }
+
+    fn finished(&mut self) {
+        self.state.sessions.ws_closed();
+        let stats = self.core.stats();
+        tracing::info!(
+            reason = ?self.core.ended(),
+            to_client = stats.elements_to_client,
+            to_upstream = stats.elements_to_upstream,
+            "WebSocket session ended"
+        );
+    }
+}
