@@ -499,10 +499,12 @@ async fn ws_23_discovered_websocket_endpoint_works() {
         .as_bytes(),
     )
     .await;
+    // WS-44: links are found by rel, never by position.
     let href = r
         .body
-        .split("\"href\":\"")
-        .nth(2)
+        .split("{\"rel\":")
+        .find(|link| link.starts_with("\"urn:xmpp:alt-connections:websocket\""))
+        .and_then(|link| link.split("\"href\":\"").nth(1))
         .and_then(|s| s.split('"').next())
         .unwrap()
         .to_owned();
@@ -526,4 +528,80 @@ async fn ws_30_shutdown_sends_system_shutdown_and_1001() {
         "{texts:?}"
     );
     assert_eq!(code, Some(1001));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ws_8_fragmented_message_is_reassembled() {
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    let (_prosody, edge) = setup("").await;
+    let (mut c, _) = login(edge.addr, "alice", "alice-secret", "frag").await;
+    let text = "<iq type='get' id='frag1'><query xmlns='jabber:iq:roster'/></iq>";
+    let (a, rest) = text.split_at(10);
+    let (b, z) = rest.split_at(20);
+    c.ws.send(Message::Frame(Frame::message(
+        a.as_bytes().to_vec(),
+        OpCode::Data(Data::Text),
+        false,
+    )))
+    .await
+    .unwrap();
+    c.ws.send(Message::Frame(Frame::message(
+        b.as_bytes().to_vec(),
+        OpCode::Data(Data::Continue),
+        false,
+    )))
+    .await
+    .unwrap();
+    c.ws.send(Message::Frame(Frame::message(
+        z.as_bytes().to_vec(),
+        OpCode::Data(Data::Continue),
+        true,
+    )))
+    .await
+    .unwrap();
+    let roster = c.expect("roster result", |t| t.contains("frag1")).await;
+    assert!(roster.contains("jabber:iq:roster"), "{roster}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ws_8_37_unmasked_client_frame_closes_with_1002() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (_prosody, edge) = setup("").await;
+    let mut tcp = tokio::net::TcpStream::connect(edge.addr).await.unwrap();
+    tcp.write_all(
+        b"GET /xmpp-websocket HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+          Sec-WebSocket-Protocol: xmpp\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut buf = vec![0u8; 1024];
+    let n = tcp.read(&mut buf).await.unwrap();
+    let head = String::from_utf8_lossy(&buf[..n]).to_string();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    // WS-1: the accept value of the RFC 6455 sample key.
+    assert!(head.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="), "{head}");
+    // An unmasked text frame: FIN + text opcode, no mask bit.
+    let payload = OPEN.as_bytes();
+    let mut frame = vec![0x81, payload.len() as u8];
+    frame.extend_from_slice(payload);
+    tcp.write_all(&frame).await.unwrap();
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let n = tcp.read(&mut buf).await.unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "connection not closed");
+    // A Close frame (opcode 8) with code 1002.
+    let close = got
+        .windows(4)
+        .any(|w| w[0] == 0x88 && w[2] == 0x03 && w[3] == 0xea);
+    assert!(close, "no close 1002 in {got:?}");
 }

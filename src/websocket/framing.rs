@@ -331,7 +331,9 @@ impl WsSession {
         );
     }
 
-    /// A text message that is not valid UTF-8 (WS-7).
+    /// A text message that is not valid UTF-8 (WS-7). The WebSocket layer can
+    /// read no further, so the connection is failed (RFC 6455 §7.1.7): the
+    /// messages and the Close frame go out, then TCP is closed.
     pub fn handle_client_invalid_utf8(&mut self, now: Instant) {
         self.stream_error(
             now,
@@ -340,9 +342,10 @@ impl WsSession {
             close_code::INVALID_PAYLOAD,
             UpstreamAction::Close,
         );
+        self.end();
     }
 
-    /// A message larger than the configured maximum (WS-16).
+    /// A message larger than the configured maximum (WS-16); the connection is failed.
     pub fn handle_client_too_big(&mut self, now: Instant) {
         self.stream_error(
             now,
@@ -351,9 +354,10 @@ impl WsSession {
             close_code::MESSAGE_TOO_BIG,
             UpstreamAction::Close,
         );
+        self.end();
     }
 
-    /// A WebSocket protocol violation (WS-8).
+    /// A WebSocket protocol violation (WS-8); the connection is failed.
     pub fn handle_client_protocol_error(&mut self, now: Instant) {
         self.finish_upstream(UpstreamAction::Abort);
         self.close_websocket(
@@ -361,6 +365,7 @@ impl WsSession {
             close_code::PROTOCOL_ERROR,
             WsEnd::StreamError("protocol-error"),
         );
+        self.end();
     }
 
     /// A Pong, or any other sign of life.

@@ -426,6 +426,10 @@ fn ws_7_37_invalid_utf8_closes_with_1007() {
     h.s.handle_client_invalid_utf8(h.now);
     h.drain();
     assert_eq!(h.close_code(), Some(close_code::INVALID_PAYLOAD));
+    assert!(
+        h.s.ended().is_some(),
+        "failed at once: nothing more can be read"
+    );
 }
 
 #[test]
@@ -565,4 +569,14 @@ fn close_frame_wait_is_bounded() {
     assert!(h.s.ended().is_none());
     h.advance(Duration::from_secs(5));
     assert!(h.s.ended().is_some());
+}
+
+#[test]
+fn ws_8_37_protocol_error_fails_the_connection_with_1002() {
+    let mut h = H::open();
+    h.s.handle_client_protocol_error(h.now);
+    h.drain();
+    assert_eq!(h.close_code(), Some(close_code::PROTOCOL_ERROR));
+    assert!(h.s.ended().is_some());
+    assert_eq!(h.upstream, [UpstreamAction::Abort]);
 }
