@@ -13,7 +13,7 @@ use tower::ServiceExt;
 
 use crate::clock;
 use crate::config::{Config, LogConfig, LogFormat};
-use crate::http::{AppState, ClientAddr, router};
+use crate::http::{AppState, ConnInfo, router};
 
 /// Time an HTTP/1.1 client has to send request headers (also the idle keep-alive limit).
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -26,10 +26,11 @@ pub struct Server {
 }
 
 impl Server {
-    /// Binds the listeners of `config`.
+    /// Binds the listeners of `config` and starts the upstream pools.
     pub async fn bind(config: Config) -> std::io::Result<Self> {
         let listener = TcpListener::bind(config.server.listen).await?;
-        let state = Arc::new(AppState::new(config));
+        let state = Arc::new(AppState::new(config).map_err(std::io::Error::other)?);
+        state.upstreams.spawn_background();
         let router = router(Arc::clone(&state));
         Ok(Self {
             listener,
@@ -82,9 +83,13 @@ impl Server {
 
     fn serve(&self, stream: tokio::net::TcpStream, peer: SocketAddr) {
         let _ = stream.set_nodelay(true);
+        let info = ConnInfo {
+            peer,
+            local: stream.local_addr().unwrap_or(peer),
+        };
         let service = self.router.clone().map_request(
             move |mut req: hyper::Request<hyper::body::Incoming>| {
-                req.extensions_mut().insert(ClientAddr(peer));
+                req.extensions_mut().insert(info);
                 req
             },
         );

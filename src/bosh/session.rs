@@ -34,7 +34,7 @@ use crate::bosh::keys::KeyChain;
 use crate::bosh::request::{BoshRequest, Version};
 use crate::bosh::response::{BodyAttrs, BodyKind, CreationAttrs, StreamInfo, write_body};
 use crate::stanza::{ElementKind, StandaloneContext, Stanza, StreamHeader};
-use crate::upstream::{OpenStream, UpstreamAction, UpstreamEvent};
+use crate::upstream::{OpenStream, UpstreamAction, UpstreamEvent, UpstreamFailure};
 
 /// Identifies one HTTP request while the core may still answer it.
 pub type ReqId = u64;
@@ -509,13 +509,14 @@ impl BoshSession {
             }
             UpstreamEvent::Failed(failure) => {
                 tracing::info!(sid = %self.sid, "upstream failed: {failure}");
+                // DNS says the domain does not exist: the client named a bad host.
+                let condition = if failure == UpstreamFailure::HostUnknown {
+                    Condition::HostUnknown
+                } else {
+                    Condition::RemoteConnectionFailed
+                };
                 self.finish_upstream(UpstreamAction::Abort);
-                self.terminate(
-                    now,
-                    Some(Condition::RemoteConnectionFailed),
-                    None,
-                    Cause::Upstream,
-                );
+                self.terminate(now, Some(condition), None, Cause::Upstream);
             }
         }
     }

@@ -254,6 +254,29 @@ fn validate(c: &Config) -> Result<(), Invalid> {
     if !(4..=256).contains(&u.max_depth) {
         return Err(at(&["upstream", "max_depth"], "must be between 4 and 256"));
     }
+    if u.failure_threshold == 0 {
+        return Err(at(&["upstream", "failure_threshold"], "must be at least 1"));
+    }
+    if u.backoff_initial_secs == 0 || u.backoff_initial_secs > u.backoff_max_secs {
+        return Err(at(
+            &["upstream", "backoff_initial_secs"],
+            "must be at least 1 and at most backoff_max_secs",
+        ));
+    }
+    if u.handshake_timeout_secs == 0 {
+        return Err(at(
+            &["upstream", "handshake_timeout_secs"],
+            "must be at least 1",
+        ));
+    }
+    for proxy in &c.server.trusted_proxies {
+        if parse_network(proxy).is_none() {
+            return Err(at(
+                &["server", "trusted_proxies"],
+                format!("`{proxy}` is not an IP address or CIDR block"),
+            ));
+        }
+    }
     if c.hosts.is_empty() {
         return Err(at(&["hosts"], "at least one served domain is needed"));
     }
@@ -269,16 +292,48 @@ fn validate(c: &Config) -> Result<(), Invalid> {
                 "domain must be non-empty and lower-case".to_owned(),
             ));
         }
-        if host.upstreams.is_empty() {
+        if host.upstreams.is_empty() && !host.srv {
             return Err((
                 key("upstreams"),
-                "at least one upstream is needed".to_owned(),
+                "list upstreams, or set srv = true".to_owned(),
+            ));
+        }
+        if !host.upstreams.is_empty() && host.srv {
+            return Err((
+                key("srv"),
+                "use either a static upstreams list or srv = true".to_owned(),
             ));
         }
         for upstream in &host.upstreams {
-            if parse_host_port(upstream).is_none() {
-                return Err((key("upstreams"), format!("`{upstream}` is not host:port")));
+            if parse_host_port(upstream.addr()).is_none() {
+                return Err((
+                    key("upstreams"),
+                    format!("`{}` is not host:port", upstream.addr()),
+                ));
             }
+            if let crate::config::UpstreamEntry::Details(d) = upstream
+                && d.weight == 0
+            {
+                return Err((
+                    key("upstreams"),
+                    format!("`{}`: weight must be at least 1", d.address),
+                ));
+            }
+        }
+        if host.warm_connections > 0 && host.proxy_protocol.is_some() {
+            return Err((
+                key("warm_connections"),
+                "pre-dialed connections cannot carry a PROXY header (it must name the client)"
+                    .to_owned(),
+            ));
+        }
+        if host.warm_connections > 64 {
+            return Err((key("warm_connections"), "must be at most 64".to_owned()));
+        }
+        if let Some(file) = &host.tls_ca_file
+            && let Err(e) = std::fs::metadata(file)
+        {
+            return Err((key("tls_ca_file"), format!("`{file}`: {e}")));
         }
         if let Some(url) = &host.public_base_url
             && let Err(message) = check_public_base_url(url)
@@ -318,6 +373,15 @@ fn check_public_base_url(url: &str) -> Result<(), String> {
              http:// is allowed for localhost only)"
         )),
     }
+}
+
+/// An IP address or CIDR block.
+pub fn parse_network(text: &str) -> Option<ipnet::IpNet> {
+    text.parse::<ipnet::IpNet>().ok().or_else(|| {
+        text.parse::<std::net::IpAddr>()
+            .ok()
+            .map(ipnet::IpNet::from)
+    })
 }
 
 /// Splits `host:port` (IPv6 literals in brackets) into its parts.

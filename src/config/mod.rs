@@ -14,10 +14,12 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::bosh::BoshLimits;
+pub use crate::upstream::proxy_protocol::ProxyVersion;
+pub use crate::upstream::route::TlsMode;
 use crate::xml::reserialize::ClientXmlLimits;
 use crate::xml::splitter::SplitterLimits;
 
-pub use load::{ConfigError, load_file, load_str, parse_host_port};
+pub use load::{ConfigError, load_file, load_str, parse_host_port, parse_network};
 
 /// The whole configuration file.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -33,6 +35,8 @@ pub struct Config {
     pub websocket: WebSocketConfig,
     /// The XMPP stream to the upstream servers.
     pub upstream: UpstreamConfig,
+    /// DNS for upstream names and SRV discovery.
+    pub dns: DnsConfig,
     /// Served XMPP domains and their upstream servers.
     pub hosts: BTreeMap<String, HostConfig>,
 }
@@ -43,8 +47,8 @@ impl Default for Config {
         hosts.insert(
             "localhost".to_owned(),
             HostConfig {
-                upstreams: vec!["127.0.0.1:5222".to_owned()],
-                public_base_url: None,
+                upstreams: vec![UpstreamEntry::address("127.0.0.1:5222")],
+                ..HostConfig::default()
             },
         );
         Self {
@@ -53,6 +57,7 @@ impl Default for Config {
             bosh: BoshConfig::default(),
             websocket: WebSocketConfig::default(),
             upstream: UpstreamConfig::default(),
+            dns: DnsConfig::default(),
             hosts,
         }
     }
@@ -64,12 +69,17 @@ impl Default for Config {
 pub struct ServerConfig {
     /// Address of the plain HTTP listener (BOSH, WebSocket, discovery).
     pub listen: SocketAddr,
+    /// Reverse proxies (addresses or CIDR blocks) whose `Forwarded` /
+    /// `X-Forwarded-For` headers name the real client; from anyone else
+    /// those headers are ignored.
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([0, 0, 0, 0], 5280)),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -210,6 +220,8 @@ impl Default for WebSocketConfig {
 pub struct UpstreamConfig {
     /// Time allowed to connect to one upstream address, seconds.
     pub connect_timeout_secs: u16,
+    /// Time allowed for TLS handshakes and stream negotiation, seconds.
+    pub handshake_timeout_secs: u16,
     /// Time to wait for the server's closing tag after ours, seconds.
     pub close_timeout_secs: u16,
     /// Largest element accepted from the server, bytes; one element of this
@@ -217,31 +229,163 @@ pub struct UpstreamConfig {
     pub max_stanza_bytes: usize,
     /// Deepest element nesting accepted from either side.
     pub max_depth: u16,
+    /// Consecutive failures (connect, TLS, negotiation, lost connection)
+    /// after which an upstream is taken out of rotation.
+    pub failure_threshold: u16,
+    /// First back-off before a failed upstream is tried again, seconds; doubles per failure.
+    pub backoff_initial_secs: u16,
+    /// Longest back-off, seconds.
+    pub backoff_max_secs: u16,
+    /// Active health check interval (TCP connect and stream header probe), seconds; 0 turns it off.
+    pub health_check_interval_secs: u16,
+    /// Pre-dialed connections are replaced after this long, before a server
+    /// would time them out, seconds.
+    pub warm_max_idle_secs: u16,
 }
 
 impl Default for UpstreamConfig {
     fn default() -> Self {
         Self {
             connect_timeout_secs: 5,
+            handshake_timeout_secs: 10,
             close_timeout_secs: 5,
             max_stanza_bytes: 256 * 1024,
             max_depth: 32,
+            failure_threshold: 2,
+            backoff_initial_secs: 2,
+            backoff_max_secs: 60,
+            health_check_interval_secs: 0,
+            warm_max_idle_secs: 20,
         }
     }
 }
 
+/// `[dns]`
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DnsConfig {
+    /// Name servers (`ip:port`) for upstream names and SRV records; empty
+    /// uses the system's (`/etc/resolv.conf`). The hosts file is read first.
+    pub nameservers: Vec<SocketAddr>,
+}
+
 /// `[hosts."domain"]`
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct HostConfig {
-    /// Upstream XMPP servers (`host:port`), tried in order.
-    pub upstreams: Vec<String>,
+    /// Static upstream servers: `"host:port"` or `{ address = "host:port",
+    /// tls = "direct", weight = 2, proxy_protocol = "v2" }`.
+    pub upstreams: Vec<UpstreamEntry>,
+    /// Find the servers with DNS SRV (`_xmpp-client._tcp` and
+    /// `_xmpps-client._tcp`, XEP-0368) instead of a static list, falling
+    /// back to the domain's A/AAAA on port 5222.
+    pub srv: bool,
+    /// TLS to static upstreams and `_xmpp-client` SRV targets: `none`,
+    /// `starttls` or `direct`. `_xmpps-client` targets always use direct TLS.
+    pub tls: TlsMode,
+    /// PEM bundle of CAs trusted for this domain's upstreams, besides the system roots.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_ca_file: Option<String>,
+    /// Do not check upstream certificates. Development only; logged loudly.
+    pub tls_insecure_skip_verify: bool,
+    /// Send a PROXY protocol header with the client's address: `v1` or `v2`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proxy_protocol: Option<ProxyVersion>,
+    /// Add TLVs (client TLS, authority, ALPN, transport) to v2 headers.
+    pub proxy_protocol_tlvs: bool,
+    /// Pre-dialed connections kept per static upstream (TCP, plus direct
+    /// TLS), so creating a session does not wait for a handshake. Not with
+    /// PROXY protocol, whose header must name the client.
+    pub warm_connections: u16,
     /// Public base URL of xmpp-edge for this domain (e.g.
     /// `https://chat.example.com`), used in host-meta links; when xmpp-edge
     /// sits behind TLS offload it cannot know it otherwise. Without it, links
     /// are derived from the request (`http://` + `Host`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub public_base_url: Option<String>,
+}
+
+/// One static upstream server.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamDetails {
+    /// `host:port`.
+    pub address: String,
+    /// Overrides the host's `tls`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsMode>,
+    /// Balancing weight (sessions are spread in proportion), default 1.
+    #[serde(default = "one")]
+    pub weight: u16,
+    /// Overrides the host's `proxy_protocol`; `"off"` disables it here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_protocol: Option<ProxySetting>,
+}
+
+fn one() -> u16 {
+    1
+}
+
+/// A per-upstream PROXY protocol choice.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProxySetting {
+    /// No header to this upstream.
+    Off,
+    /// Text header.
+    V1,
+    /// Binary header.
+    V2,
+}
+
+/// A static upstream: `"host:port"` or a table with details.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum UpstreamEntry {
+    /// Just the address; the host's settings apply.
+    Address(String),
+    /// Address with settings of its own.
+    Details(UpstreamDetails),
+}
+
+impl UpstreamEntry {
+    /// An entry with only an address.
+    pub fn address(address: &str) -> Self {
+        Self::Address(address.to_owned())
+    }
+
+    /// The `host:port` of the entry.
+    pub fn addr(&self) -> &str {
+        match self {
+            Self::Address(a) => a,
+            Self::Details(d) => &d.address,
+        }
+    }
+}
+
+// A string or a table, with the table's own field errors (an untagged enum
+// would only say that nothing matched).
+impl<'de> Deserialize<'de> for UpstreamEntry {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = UpstreamEntry;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("\"host:port\" or a table with `address`")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(UpstreamEntry::Address(v.to_owned()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Self::Value, A::Error> {
+                UpstreamDetails::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(UpstreamEntry::Details)
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
 }
 
 // === impl Config ===
@@ -297,6 +441,18 @@ impl Config {
     /// Connect timeout as a duration.
     pub fn connect_timeout(&self) -> Duration {
         Duration::from_secs(u64::from(self.upstream.connect_timeout_secs))
+    }
+
+    /// Settings shared by every upstream connection.
+    pub fn conn_settings(&self) -> crate::upstream::conn::ConnSettings {
+        let u = &self.upstream;
+        let secs = |s: u16| Duration::from_secs(u64::from(s));
+        crate::upstream::conn::ConnSettings {
+            connect_timeout: secs(u.connect_timeout_secs),
+            handshake_timeout: secs(u.handshake_timeout_secs),
+            close_timeout: secs(u.close_timeout_secs),
+            splitter: self.splitter_limits(),
+        }
     }
 
     /// The host entry for `domain` (already lower-case).

@@ -13,7 +13,10 @@ fn empty_file_gives_the_documented_defaults() {
     assert_eq!(c, Config::default());
     assert_eq!(c.server.listen.to_string(), "0.0.0.0:5280");
     assert_eq!(c.bosh.paths, ["/http-bind"]);
-    assert_eq!(c.hosts["localhost"].upstreams, ["127.0.0.1:5222"]);
+    assert_eq!(
+        c.hosts["localhost"].upstreams,
+        [UpstreamEntry::address("127.0.0.1:5222")]
+    );
     assert_eq!(c.bosh.max_wait_secs, 50);
 }
 
@@ -22,7 +25,10 @@ fn the_shipped_example_is_valid_and_matches_the_defaults_it_documents() {
     let text = include_str!("../../config/xmpp-edge.toml");
     let c = load_str(text, "config/xmpp-edge.toml").unwrap();
     assert_eq!(c.server.listen.to_string(), "0.0.0.0:5280");
-    assert_eq!(c.hosts["localhost"].upstreams, ["127.0.0.1:5222"]);
+    assert_eq!(
+        c.hosts["localhost"].upstreams,
+        [UpstreamEntry::address("127.0.0.1:5222")]
+    );
     assert_eq!(c.bosh, Config::default().bosh);
 }
 

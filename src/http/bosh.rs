@@ -14,15 +14,22 @@ use tracing::Instrument;
 use crate::bosh::response::terminate_without_session;
 use crate::bosh::{BoshRequest, BoshSession, Condition, parse_request};
 use crate::clock;
-use crate::http::AppState;
+use crate::http::{AppState, ConnInfo};
 use crate::relay::bosh::{BoshRelay, BoshShared, Reply, Submitted};
-use crate::relay::drive;
+use crate::relay::{RouteRequest, drive};
 use crate::sessions::Sid;
+use crate::upstream::proxy_protocol::ClientInfo;
+use crate::upstream::route::Candidate;
 
 const DEFAULT_CONTENT_TYPE: &str = "text/xml; charset=utf-8";
 
 /// `POST` on a BOSH path.
-pub async fn post(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+pub async fn post(
+    State(state): State<Arc<AppState>>,
+    conn: Option<axum::Extension<ConnInfo>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let cors = state.cors.allow(&headers);
     let bytes = match read_body(body, state.config.bosh.max_body_bytes).await {
         Ok(bytes) => bytes,
@@ -45,7 +52,10 @@ pub async fn post(State(state): State<Arc<AppState>>, headers: HeaderMap, body: 
         }
     };
     let reply = match request.sid.as_deref() {
-        None => create(&state, request).await,
+        None => {
+            let client = state.client_info(conn.map(|c| c.0), &headers, "bosh");
+            create(&state, request, client).await
+        }
         Some(sid) => match state.sessions.bosh(sid) {
             Some(session) => {
                 let submitted = session.submit(clock::now(), request);
@@ -101,7 +111,7 @@ pub async fn info() -> Response {
 }
 
 /// Session creation (BOSH-18..38).
-async fn create(state: &Arc<AppState>, request: BoshRequest) -> Reply {
+async fn create(state: &Arc<AppState>, request: BoshRequest, client: ClientInfo) -> Reply {
     let Some(to) = request
         .stream
         .to
@@ -111,17 +121,18 @@ async fn create(state: &Arc<AppState>, request: BoshRequest) -> Reply {
         return terminal(Condition::ImproperAddressing);
     };
     let domain = to.trim().trim_end_matches('.').to_ascii_lowercase();
-    let Some(mut targets) = state.upstreams.get(&domain).cloned() else {
+    if state.upstreams.serves(&domain).is_none() {
         tracing::info!(domain, "session refused: domain not served");
         return terminal(Condition::HostUnknown);
-    };
+    }
+    let mut target = None;
     let allowlist = &state.config.bosh.route_allowlist;
     if let Some(route) = request.stream.route.as_deref()
         && !allowlist.is_empty()
     {
         // BOSH-22, BOSH-23: only allow-listed targets, never an open relay.
         match route_target(route).filter(|t| allowlist.iter().any(|a| a.eq_ignore_ascii_case(t))) {
-            Some(target) => targets = Arc::from(vec![target]),
+            Some(allowed) => target = route_candidate(&allowed, &state.config, &domain),
             None => {
                 tracing::info!(route, "session refused: route not allowed");
                 return terminal(Condition::HostUnknown);
@@ -141,8 +152,13 @@ async fn create(state: &Arc<AppState>, request: BoshRequest) -> Reply {
     state.sessions.insert_bosh(sid, Arc::clone(&session));
     let span = tracing::info_span!("bosh", %sid);
     span.in_scope(|| tracing::info!(domain, "session created"));
-    let relay = BoshRelay::new(Arc::clone(&session), Arc::clone(&state.sessions), targets);
-    tokio::spawn(drive(relay, Arc::clone(&state.conn)).instrument(span));
+    let route = RouteRequest {
+        domain: domain.into(),
+        client,
+        target,
+    };
+    let relay = BoshRelay::new(Arc::clone(&session), Arc::clone(&state.sessions), route);
+    tokio::spawn(drive(relay, Arc::clone(&state.upstreams)).instrument(span));
     wait_reply(
         &session,
         Submitted::Waiting(1, creation),
@@ -166,11 +182,29 @@ fn route_target(route: &str) -> Option<String> {
     })
 }
 
+/// The candidate for an allow-listed `route` target, secured as the domain's upstreams are.
+fn route_candidate(
+    target: &str,
+    config: &crate::config::Config,
+    domain: &str,
+) -> Option<Candidate> {
+    let (host, port) = crate::config::parse_host_port(target)?;
+    Some(Candidate {
+        host: host.into(),
+        port,
+        tls: config.host(domain).map(|h| h.tls).unwrap_or_default(),
+        priority: 0,
+        weight: 1,
+    })
+}
+
 /// Longest a handler waits for the core; the core always answers within
 /// `wait`, this only guards against a driver that died.
 fn reply_timeout(state: &AppState) -> Duration {
+    let settings = state.upstreams.settings();
     Duration::from_secs(u64::from(state.config.bosh.max_wait_secs))
-        + state.conn.connect_timeout * 2
+        + settings.connect_timeout * 4
+        + settings.handshake_timeout
         + Duration::from_secs(10)
 }
 

@@ -5,10 +5,8 @@ pub mod bosh;
 pub mod discovery;
 pub mod websocket;
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use axum::http::{HeaderMap, HeaderValue, header};
@@ -18,13 +16,19 @@ use tokio::sync::watch;
 use crate::bosh::BoshLimits;
 use crate::config::Config;
 use crate::sessions::SessionTable;
-use crate::upstream::conn::ConnSettings;
+use crate::upstream::pool::{PoolSetupError, Upstreams};
+use crate::upstream::proxy_protocol::ClientInfo;
 use crate::websocket::WsLimits;
 use crate::xml::reserialize::ClientXmlLimits;
 
-/// The address of the TCP peer of an HTTP connection.
+/// The two ends of an HTTP connection.
 #[derive(Clone, Copy, Debug)]
-pub struct ClientAddr(pub SocketAddr);
+pub struct ConnInfo {
+    /// The TCP peer (a client, or a reverse proxy).
+    pub peer: SocketAddr,
+    /// Our listening address it reached.
+    pub local: SocketAddr,
+}
 
 /// Shared state of the HTTP front end.
 #[derive(Debug)]
@@ -35,10 +39,10 @@ pub struct AppState {
     pub bosh_limits: Arc<BoshLimits>,
     /// Bounds on client XML.
     pub client_xml: ClientXmlLimits,
-    /// Upstream connection settings.
-    pub conn: Arc<ConnSettings>,
-    /// Upstream targets per served domain.
-    pub upstreams: HashMap<String, Arc<[String]>>,
+    /// Upstream pools per served domain.
+    pub upstreams: Arc<Upstreams>,
+    /// Reverse proxies whose forwarding headers are believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Live sessions.
     pub sessions: Arc<SessionTable>,
     /// CORS policy for BOSH.
@@ -52,28 +56,54 @@ pub struct AppState {
 
 impl AppState {
     /// Builds the state for `config`.
-    pub fn new(config: Config) -> Self {
-        let conn = ConnSettings {
-            connect_timeout: config.connect_timeout(),
-            close_timeout: Duration::from_secs(u64::from(config.upstream.close_timeout_secs)),
-            splitter: config.splitter_limits(),
-        };
-        let upstreams = config
-            .hosts
+    pub fn new(config: Config) -> Result<Self, PoolSetupError> {
+        let upstreams = Arc::new(Upstreams::new(&config)?);
+        let trusted_proxies = config
+            .server
+            .trusted_proxies
             .iter()
-            .map(|(domain, host)| (domain.clone(), Arc::from(host.upstreams.clone())))
+            .filter_map(|p| crate::config::parse_network(p))
             .collect();
-        Self {
+        Ok(Self {
             bosh_limits: config.bosh_limits(),
             client_xml: config.client_xml_limits(),
-            conn: Arc::new(conn),
             upstreams,
+            trusted_proxies,
             sessions: Arc::new(SessionTable::new()),
             cors: Cors::new(&config.bosh.cors_origins),
             ws_limits: config.ws_limits(),
             ws_origins: Cors::new(&config.websocket.allowed_origins),
             shutdown: watch::Sender::new(false),
             config: Arc::new(config),
+        })
+    }
+
+    /// Who the client is, for the upstream's PROXY header (UP-16, WS-38):
+    /// the TCP peer, or the address a trusted reverse proxy forwarded.
+    pub fn client_info(
+        &self,
+        conn: Option<ConnInfo>,
+        headers: &HeaderMap,
+        transport: &'static str,
+    ) -> ClientInfo {
+        let peer = conn.map(|c| c.peer);
+        let source = match peer {
+            Some(p) if self.trusted_proxies.iter().any(|n| n.contains(&p.ip())) => {
+                forwarded_client(headers, &self.trusted_proxies).or(peer)
+            }
+            other => other,
+        };
+        let authority = headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(|h| Box::from(h.rsplit_once(':').map_or(h, |(name, _)| name)));
+        ClientInfo {
+            source,
+            destination: conn.map(|c| c.local),
+            tls_version: None,
+            authority,
+            alpn: Some("http/1.1"),
+            transport: Some(transport),
         }
     }
 
@@ -91,6 +121,47 @@ impl AppState {
     pub fn metrics_backlog_closed(&self) {
         self.sessions.ws_backlog_closed();
     }
+}
+
+/// The client address a chain of trusted proxies forwarded: the right-most
+/// address that is not itself a trusted proxy (`Forwarded` first, then
+/// `X-Forwarded-For`).
+fn forwarded_client(headers: &HeaderMap, trusted: &[ipnet::IpNet]) -> Option<SocketAddr> {
+    let mut chain: Vec<SocketAddr> = Vec::new();
+    for value in headers.get_all(header::FORWARDED) {
+        for element in value.to_str().ok()?.split(',') {
+            for pair in element.split(';') {
+                if let Some((key, v)) = pair.trim().split_once('=')
+                    && key.eq_ignore_ascii_case("for")
+                    && let Some(addr) = parse_forwarded_node(v.trim().trim_matches('"'))
+                {
+                    chain.push(addr);
+                }
+            }
+        }
+    }
+    if chain.is_empty() {
+        for value in headers.get_all("x-forwarded-for") {
+            for part in value.to_str().ok()?.split(',') {
+                if let Some(addr) = parse_forwarded_node(part.trim()) {
+                    chain.push(addr);
+                }
+            }
+        }
+    }
+    chain
+        .into_iter()
+        .rev()
+        .find(|a| !trusted.iter().any(|n| n.contains(&a.ip())))
+}
+
+/// `192.0.2.1`, `192.0.2.1:4711`, `[2001:db8::1]:4711` or `2001:db8::1`.
+fn parse_forwarded_node(text: &str) -> Option<SocketAddr> {
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Some(addr);
+    }
+    let bare = text.trim_start_matches('[').trim_end_matches(']');
+    bare.parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, 0))
 }
 
 /// Which browser origins may call an endpoint (BOSH-9).
@@ -156,4 +227,44 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(discovery::host_meta_json),
         )
         .with_state(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn ws_38_forwarded_client_skips_trusted_hops() {
+        let trusted = vec!["10.0.0.0/8".parse().unwrap()];
+        let h = headers(&[("x-forwarded-for", "203.0.113.9, 10.0.0.2")]);
+        assert_eq!(
+            forwarded_client(&h, &trusted),
+            Some("203.0.113.9:0".parse().unwrap())
+        );
+        let h = headers(&[(
+            "forwarded",
+            "for=\"[2001:db8::7]:4711\";proto=https, for=10.1.1.1",
+        )]);
+        assert_eq!(
+            forwarded_client(&h, &trusted),
+            Some("[2001:db8::7]:4711".parse().unwrap())
+        );
+        // A forged left-most entry does not win over the real client.
+        let h = headers(&[("x-forwarded-for", "1.2.3.4, 198.51.100.5, 10.0.0.2")]);
+        assert_eq!(
+            forwarded_client(&h, &trusted),
+            Some("198.51.100.5:0".parse().unwrap())
+        );
+    }
 }

@@ -12,7 +12,7 @@ use rand::RngCore;
 use tracing::Instrument;
 
 use crate::clock;
-use crate::http::{AppState, ClientAddr};
+use crate::http::{AppState, ConnInfo};
 use crate::relay::drive;
 use crate::relay::websocket::WsRelay;
 use crate::websocket::WsSession;
@@ -23,7 +23,7 @@ const SUBPROTOCOL: &str = "xmpp";
 /// `GET` (upgrade) on a WebSocket path.
 pub async fn upgrade(
     State(state): State<Arc<AppState>>,
-    client: Option<axum::Extension<ClientAddr>>,
+    conn: Option<axum::Extension<ConnInfo>>,
     headers: HeaderMap,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
@@ -83,16 +83,16 @@ pub async fn upgrade(
     if offered {
         ws.set_selected_protocol(HeaderValue::from_static(SUBPROTOCOL));
     }
-    let peer = client.map(|c| c.0.0);
+    let client = state.client_info(conn.map(|c| c.0), &headers, "websocket");
     let limits = Arc::clone(&state.ws_limits);
-    let settings = Arc::clone(&state.conn);
+    let upstreams = Arc::clone(&state.upstreams);
     ws.on_upgrade(move |socket| {
         let id = random_id();
         let span = tracing::info_span!("ws", id = %&id[..12]);
-        span.in_scope(|| tracing::debug!(?peer, "WebSocket connected"));
+        span.in_scope(|| tracing::debug!(client = ?client.source, "WebSocket connected"));
         let core = WsSession::new(limits, id.into(), clock::now());
-        let relay = WsRelay::new(core, socket, state);
-        drive(relay, settings).instrument(span)
+        let relay = WsRelay::new(core, socket, state, client);
+        drive(relay, upstreams).instrument(span)
     })
 }
 

@@ -15,7 +15,7 @@ use parking_lot::Mutex;
 use tokio::sync::{Notify, oneshot};
 
 use crate::bosh::{BoshRequest, BoshSession, EndReason, ReqId};
-use crate::relay::driver::ClientSide;
+use crate::relay::driver::{ClientSide, RouteRequest};
 use crate::sessions::{SessionTable, Sid};
 use crate::upstream::{UpstreamAction, UpstreamEvent};
 
@@ -167,16 +167,16 @@ impl BoshShared {
 pub struct BoshRelay {
     shared: Arc<BoshShared>,
     table: Arc<SessionTable>,
-    targets: Option<Arc<[String]>>,
+    route: Option<RouteRequest>,
 }
 
 impl BoshRelay {
-    /// Drives `shared` against `targets`, removing it from `table` when it ends.
-    pub fn new(shared: Arc<BoshShared>, table: Arc<SessionTable>, targets: Arc<[String]>) -> Self {
+    /// Drives `shared` on `route`, removing it from `table` when it ends.
+    pub fn new(shared: Arc<BoshShared>, table: Arc<SessionTable>, route: RouteRequest) -> Self {
         Self {
             shared,
             table,
-            targets: Some(targets),
+            route: Some(route),
         }
     }
 }
@@ -184,8 +184,8 @@ impl BoshRelay {
 impl ClientSide for BoshRelay {
     type ClientInput = ();
 
-    fn upstream_targets(&mut self, _now: Instant) -> Option<Arc<[String]>> {
-        self.targets.take()
+    fn upstream_route(&mut self, _now: Instant) -> Option<RouteRequest> {
+        self.route.take()
     }
 
     fn on_upstream(&mut self, now: Instant, events: &mut Vec<UpstreamEvent>) {

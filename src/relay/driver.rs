@@ -21,7 +21,9 @@ use std::time::{Duration, Instant};
 use tracing::Instrument;
 
 use crate::clock;
-use crate::upstream::conn::{ConnSettings, Finish, UpstreamConn};
+use crate::upstream::conn::{Finish, UpstreamConn};
+pub use crate::upstream::pool::RouteRequest;
+use crate::upstream::pool::{Connected, Lease, Upstreams};
 use crate::upstream::{UpstreamAction, UpstreamEvent, UpstreamFailure};
 
 /// The client-facing half of a session, as the relay loop sees it.
@@ -29,8 +31,9 @@ pub trait ClientSide: Send + 'static {
     /// What [`Self::client_ready`] yields.
     type ClientInput: Send;
 
-    /// The upstream servers to connect to, once known; asked until it answers.
-    fn upstream_targets(&mut self, now: Instant) -> Option<Arc<[String]>>;
+    /// Where to connect, once known; asked until it answers. The core's
+    /// first upstream action must then be the stream header to open with.
+    fn upstream_route(&mut self, now: Instant) -> Option<RouteRequest>;
     /// Feeds upstream events (in order) to the core and delivers its output to the client.
     fn on_upstream(&mut self, now: Instant, events: &mut Vec<UpstreamEvent>);
     /// Fires the core's deadlines.
@@ -51,40 +54,52 @@ pub trait ClientSide: Send + 'static {
     fn finished(&mut self);
 }
 
-type Connecting = Pin<Box<dyn Future<Output = Result<UpstreamConn, UpstreamFailure>> + Send>>;
+type Connecting = Pin<Box<dyn Future<Output = Result<Connected, UpstreamFailure>> + Send>>;
 
 /// Runs the session until it is over, connecting upstream when the client
-/// side names its targets.
-pub async fn drive<S: ClientSide>(mut side: S, settings: Arc<ConnSettings>) {
+/// side names its route.
+pub async fn drive<S: ClientSide>(mut side: S, upstreams: Arc<Upstreams>) {
     let mut conn: Option<UpstreamConn> = None;
+    let mut lease: Option<Lease> = None;
     let mut connecting: Option<Connecting> = None;
-    let mut asked_targets = false;
+    let mut routed = false;
     let mut actions = VecDeque::new();
     let mut events = Vec::new();
     let sleep = tokio::time::sleep(Duration::from_secs(3600));
     tokio::pin!(sleep);
     let mut armed: Option<Instant> = None;
     loop {
-        if !asked_targets && let Some(targets) = side.upstream_targets(clock::now()) {
-            asked_targets = true;
-            let settings = Arc::clone(&settings);
-            connecting = Some(Box::pin(async move {
-                UpstreamConn::connect(&targets, &settings).await
-            }));
-        }
-        // Actions wait in the core until the connection is up, except when
-        // there is no connection to wait for.
-        if conn.is_some() || connecting.is_none() {
+        if !routed && let Some(route) = side.upstream_route(clock::now()) {
+            routed = true;
             side.take_actions(&mut actions);
+            match actions.pop_front() {
+                Some(UpstreamAction::Open(open)) if !open.restart => {
+                    let pools = Arc::clone(&upstreams);
+                    connecting = Some(Box::pin(
+                        async move { pools.connect_route(&route, open).await },
+                    ));
+                }
+                // The session ended before it needed a connection.
+                _ => actions.clear(),
+            }
         }
-        while let Some(action) = actions.pop_front() {
+        if conn.is_some() {
+            side.take_actions(&mut actions);
+        } else if connecting.is_none() {
+            // No upstream (failed, or never needed): nothing to write to.
+            side.take_actions(&mut actions);
+            actions.clear();
+        }
+        while conn.is_some()
+            && let Some(action) = actions.pop_front()
+        {
             let Some(c) = conn.as_mut() else {
-                continue;
+                break;
             };
             if let Some(finish) = c.apply(action)
                 && let Some(c) = conn.take()
             {
-                let close_timeout = settings.close_timeout;
+                let close_timeout = upstreams.settings().close_timeout;
                 let task = async move {
                     match finish {
                         Finish::Close => c.close_gracefully(close_timeout).await,
@@ -100,6 +115,9 @@ pub async fn drive<S: ClientSide>(mut side: S, settings: Arc<ConnSettings>) {
             && let Err(failure) = c.try_flush()
         {
             conn = None;
+            if let Some(lease) = &lease {
+                lease.report_lost();
+            }
             side.on_upstream(clock::now(), &mut vec![UpstreamEvent::Failed(failure)]);
             continue;
         }
@@ -119,7 +137,11 @@ pub async fn drive<S: ClientSide>(mut side: S, settings: Arc<ConnSettings>) {
             result = connected(connecting.as_mut()), if connecting.is_some() => {
                 connecting = None;
                 match result {
-                    Ok(c) => conn = Some(c),
+                    Ok(mut done) => {
+                        conn = Some(done.conn);
+                        lease = Some(done.lease);
+                        side.on_upstream(clock::now(), &mut done.events);
+                    }
                     Err(failure) => {
                         tracing::warn!("upstream unavailable: {failure}");
                         side.on_upstream(clock::now(), &mut vec![UpstreamEvent::Failed(failure)]);
@@ -132,6 +154,11 @@ pub async fn drive<S: ClientSide>(mut side: S, settings: Arc<ConnSettings>) {
                         Ok(()) => c.read_events(&mut events),
                         Err(e) => events.push(UpstreamEvent::Failed(UpstreamFailure::Lost(e.to_string()))),
                     }
+                }
+                let lost = events.iter().any(|e| matches!(e, UpstreamEvent::Failed(UpstreamFailure::Lost(_))));
+                if lost && let Some(lease) = &lease {
+                    // A server that drops sessions is taken out of rotation.
+                    lease.report_lost();
                 }
                 if !events.is_empty() {
                     side.on_upstream(clock::now(), &mut events);
@@ -150,9 +177,10 @@ pub async fn drive<S: ClientSide>(mut side: S, settings: Arc<ConnSettings>) {
     if let Some(c) = conn {
         tokio::spawn(c.abort().in_current_span());
     }
+    drop(lease);
 }
 
-async fn connected(connecting: Option<&mut Connecting>) -> Result<UpstreamConn, UpstreamFailure> {
+async fn connected(connecting: Option<&mut Connecting>) -> Result<Connected, UpstreamFailure> {
     match connecting {
         Some(future) => future.await,
         None => std::future::pending().await,

@@ -6,4 +6,4 @@ pub mod bosh;
 pub mod driver;
 pub mod websocket;
 
-pub use driver::{ClientSide, drive};
+pub use driver::{ClientSide, RouteRequest, drive};

@@ -17,7 +17,8 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::sync::watch;
 
 use crate::http::AppState;
-use crate::relay::driver::ClientSide;
+use crate::relay::driver::{ClientSide, RouteRequest};
+use crate::upstream::proxy_protocol::ClientInfo;
 use crate::upstream::{UpstreamAction, UpstreamEvent};
 use crate::websocket::{ClientAction, WsSession};
 
@@ -48,6 +49,7 @@ pub struct WsRelay {
     close_queued: bool,
     ended_at: Option<Instant>,
     state: Arc<AppState>,
+    client: ClientInfo,
     shutdown: watch::Receiver<bool>,
     shutdown_seen: bool,
 }
@@ -62,8 +64,13 @@ impl std::fmt::Debug for WsRelay {
 }
 
 impl WsRelay {
-    /// Wraps an accepted WebSocket.
-    pub fn new(core: WsSession, socket: WebSocket, state: Arc<AppState>) -> Self {
+    /// Wraps an accepted WebSocket of `client`.
+    pub fn new(
+        core: WsSession,
+        socket: WebSocket,
+        state: Arc<AppState>,
+        client: ClientInfo,
+    ) -> Self {
         let shutdown = state.shutdown_signal();
         let shutdown_seen = *shutdown.borrow();
         state.sessions.ws_opened();
@@ -78,6 +85,7 @@ impl WsRelay {
             close_queued: false,
             ended_at: None,
             state,
+            client,
             shutdown,
             shutdown_seen,
         }
@@ -206,13 +214,18 @@ impl WsRelay {
 impl ClientSide for WsRelay {
     type ClientInput = WsInput;
 
-    fn upstream_targets(&mut self, now: Instant) -> Option<Arc<[String]>> {
+    fn upstream_route(&mut self, now: Instant) -> Option<RouteRequest> {
         let domain = self.core.requested_domain()?;
-        match self.state.upstreams.get(domain).cloned() {
-            Some(targets) => {
+        match self.state.upstreams.serves(domain) {
+            Some(own) => {
                 tracing::info!(domain, "WebSocket stream opened");
-                self.core.accept_domain(true);
-                Some(targets)
+                let route = RouteRequest {
+                    domain: domain.into(),
+                    client: self.client.clone(),
+                    target: None,
+                };
+                self.core.accept_domain(own);
+                Some(route)
             }
             None => {
                 tracing::info!(domain, "WebSocket stream refused: domain not served");

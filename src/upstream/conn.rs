@@ -1,26 +1,32 @@
-//! One upstream TCP connection: connecting, reading and splitting, queued
-//! writes, and the two ways of ending (clean close and abort).
+//! One upstream connection: reading and splitting, queued writes, TLS, and
+//! the two ways of ending (clean close and abort).
 //!
 //! Memory while idle: no read buffer is kept (a 4 KiB chunk is reserved only
 //! to read and released once nothing partial remains), and writes go straight
-//! to the socket from a queue of `Bytes` without a `BufWriter`.
+//! to the socket from a queue of `Bytes` without a `BufWriter`. With TLS,
+//! rustls's `ClientConnection` is driven directly on the socket's readiness,
+//! so waiting for data never holds a buffer either; tokio-rustls is only used
+//! to run handshakes.
 
 use std::collections::VecDeque;
-use std::io::{self, IoSlice};
-use std::net::SocketAddr;
+use std::io::{self, IoSlice, Read, Write};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
+use rustls::ClientConnection;
+use rustls::pki_types::ServerName;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use crate::config::parse_host_port;
 use crate::upstream::negotiate::{STREAM_CLOSE, item_to_event, stream_header};
 use crate::upstream::{UpstreamAction, UpstreamEvent, UpstreamFailure};
-use crate::xml::splitter::{Splitter, SplitterLimits};
+use crate::xml::splitter::{Item, Splitter, SplitterLimits};
 
 /// Bytes reserved for one read.
 const READ_CHUNK: usize = 4096;
+/// Plaintext rustls may hold before our queue keeps the rest.
+const TLS_BUFFER_LIMIT: usize = 64 * 1024;
 
 /// How a finished session leaves the connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,6 +42,8 @@ pub enum Finish {
 pub struct ConnSettings {
     /// Per-address connect timeout.
     pub connect_timeout: Duration,
+    /// Time for TLS handshakes and stream negotiation.
+    pub handshake_timeout: Duration,
     /// Wait for the server's closing tag after ours.
     pub close_timeout: Duration,
     /// Bounds on server elements.
@@ -43,59 +51,89 @@ pub struct ConnSettings {
 }
 
 /// A connected upstream stream.
-#[derive(Debug)]
 pub struct UpstreamConn {
     stream: TcpStream,
+    tls: Option<Box<ClientConnection>>,
     read_buf: BytesMut,
     splitter: Splitter,
     write_queue: VecDeque<Bytes>,
     /// No more reads: the server closed its stream or the connection failed.
     read_done: bool,
-    secure: bool,
+}
+
+impl std::fmt::Debug for UpstreamConn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamConn")
+            .field("peer", &self.stream.peer_addr().ok())
+            .field("tls", &self.tls.is_some())
+            .field("queued", &self.write_queue.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// `io::Write` over a non-blocking socket: `WouldBlock` passes through.
+struct TryWriter<'a>(&'a TcpStream);
+
+impl Write for TryWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.try_write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// `io::Read` over a non-blocking socket.
+struct TryReader<'a>(&'a TcpStream);
+
+impl Read for TryReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.try_read(buf)
+    }
 }
 
 // === impl UpstreamConn ===
 
 impl UpstreamConn {
-    /// Connects to the first reachable address among `targets` (`host:port`), in order.
-    pub async fn connect(
-        targets: &[String],
-        settings: &ConnSettings,
-    ) -> Result<Self, UpstreamFailure> {
-        let mut last_error = String::from("no upstream configured");
-        for target in targets {
-            let addrs = match resolve(target).await {
-                Ok(addrs) => addrs,
-                Err(e) => {
-                    last_error = format!("{target}: {e}");
-                    continue;
-                }
-            };
-            for addr in addrs {
-                match tokio::time::timeout(settings.connect_timeout, TcpStream::connect(addr)).await
-                {
-                    Ok(Ok(stream)) => {
-                        let _ = stream.set_nodelay(true);
-                        return Ok(Self {
-                            stream,
-                            read_buf: BytesMut::new(),
-                            splitter: Splitter::new(settings.splitter),
-                            write_queue: VecDeque::new(),
-                            read_done: false,
-                            secure: false,
-                        });
-                    }
-                    Ok(Err(e)) => last_error = format!("{addr}: {e}"),
-                    Err(_) => last_error = format!("{addr}: timed out"),
-                }
-            }
+    /// Wraps a connected socket (and its TLS state, if any).
+    pub fn new(stream: TcpStream, tls: Option<ClientConnection>, limits: SplitterLimits) -> Self {
+        let tls = tls.map(|mut t| {
+            t.set_buffer_limit(Some(TLS_BUFFER_LIMIT));
+            Box::new(t)
+        });
+        Self {
+            stream,
+            tls,
+            read_buf: BytesMut::new(),
+            splitter: Splitter::new(limits),
+            write_queue: VecDeque::new(),
+            read_done: false,
         }
-        Err(UpstreamFailure::Connect(last_error))
     }
 
-    /// Address of the server.
-    pub fn peer_addr(&self) -> Option<SocketAddr> {
-        self.stream.peer_addr().ok()
+    /// Whether TLS protects the connection.
+    pub fn is_secure(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// Whether the TLS session was resumed (UP-8); `None` without TLS.
+    pub fn tls_resumed(&self) -> Option<bool> {
+        self.tls
+            .as_ref()
+            .and_then(|t| t.handshake_kind())
+            .map(|k| k == rustls::HandshakeKind::Resumed)
+    }
+
+    /// The socket, for a final liveness check of pre-dialed connections.
+    pub(crate) fn stream(&self) -> &TcpStream {
+        &self.stream
+    }
+
+    /// Queues raw bytes (already-serialised XML).
+    pub fn queue(&mut self, bytes: Bytes) {
+        if !bytes.is_empty() {
+            self.write_queue.push_back(bytes);
+        }
     }
 
     /// Queues an action; says whether the session is leaving the connection.
@@ -107,27 +145,35 @@ impl UpstreamConn {
                     // and everything before it has been split already.
                     self.splitter.reset();
                 }
-                self.write_queue
-                    .push_back(stream_header(&open, self.secure));
+                let header = stream_header(&open, self.is_secure());
+                self.queue(header);
                 None
             }
             UpstreamAction::Send(bytes) => {
-                if !bytes.is_empty() {
-                    self.write_queue.push_back(bytes);
-                }
+                self.queue(bytes);
                 None
             }
             UpstreamAction::Close => {
-                self.write_queue.push_back(Bytes::from_static(STREAM_CLOSE));
+                self.queue(Bytes::from_static(STREAM_CLOSE));
+                if let Some(tls) = &mut self.tls {
+                    // UP-50: close_notify follows our closing tag.
+                    let _ = Self::move_plaintext(tls, &mut self.write_queue);
+                    tls.send_close_notify();
+                }
                 Some(Finish::Close)
             }
             UpstreamAction::Abort => Some(Finish::Abort),
         }
     }
 
+    /// Expects a new stream header next (after STARTTLS).
+    pub fn reset_splitter(&mut self) {
+        self.splitter.reset();
+    }
+
     /// Whether queued bytes wait for the socket.
     pub fn has_pending_writes(&self) -> bool {
-        !self.write_queue.is_empty()
+        !self.write_queue.is_empty() || self.tls.as_ref().is_some_and(|t| t.wants_write())
     }
 
     /// Whether reading is over (server closed, or the connection failed).
@@ -137,32 +183,45 @@ impl UpstreamConn {
 
     /// Writes as much of the queue as the socket takes without waiting.
     pub fn try_flush(&mut self) -> Result<(), UpstreamFailure> {
-        while !self.write_queue.is_empty() {
-            let slices: Vec<IoSlice<'_>> = self
-                .write_queue
-                .iter()
-                .take(16)
-                .map(|b| IoSlice::new(b))
-                .collect();
-            match self.stream.try_write_vectored(&slices) {
-                Ok(0) => return Err(UpstreamFailure::Lost("write returned 0".into())),
-                Ok(mut written) => {
-                    while written > 0 {
-                        let Some(front) = self.write_queue.front_mut() else {
-                            break;
-                        };
-                        if written >= front.len() {
-                            written -= front.len();
-                            self.write_queue.pop_front();
-                        } else {
-                            front.advance(written);
-                            written = 0;
-                        }
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                Err(e) => return Err(UpstreamFailure::Lost(e.to_string())),
+        let lost = |e: io::Error| UpstreamFailure::Lost(e.to_string());
+        let Some(tls) = &mut self.tls else {
+            return Self::flush_plain(&self.stream, &mut self.write_queue).map_err(lost);
+        };
+        loop {
+            Self::move_plaintext(tls, &mut self.write_queue).map_err(lost)?;
+            if !tls.wants_write() {
+                return Ok(());
             }
+            match tls.write_tls(&mut TryWriter(&self.stream)) {
+                Ok(0) => return Err(UpstreamFailure::Lost("write returned 0".into())),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) => return Err(lost(e)),
+            }
+        }
+    }
+
+    fn flush_plain(stream: &TcpStream, queue: &mut VecDeque<Bytes>) -> io::Result<()> {
+        while !queue.is_empty() {
+            let slices: Vec<IoSlice<'_>> = queue.iter().take(16).map(|b| IoSlice::new(b)).collect();
+            match stream.try_write_vectored(&slices) {
+                Ok(0) => return Err(io::Error::new(io::ErrorKind::WriteZero, "write returned 0")),
+                Ok(written) => advance_queue(queue, written),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands queued plaintext to rustls, as much as its buffer limit takes.
+    fn move_plaintext(tls: &mut ClientConnection, queue: &mut VecDeque<Bytes>) -> io::Result<()> {
+        while let Some(front) = queue.front() {
+            let taken = tls.writer().write(front)?;
+            if taken == 0 {
+                break;
+            }
+            advance_queue(queue, taken);
         }
         Ok(())
     }
@@ -177,6 +236,64 @@ impl UpstreamConn {
         self.stream.writable().await
     }
 
+    /// Reads what the socket has into the read buffer; `Ok(true)` at end of stream.
+    fn fill(&mut self) -> Result<bool, UpstreamFailure> {
+        let lost = |e: io::Error| UpstreamFailure::Lost(e.to_string());
+        let Some(tls) = &mut self.tls else {
+            if self.read_buf.capacity() - self.read_buf.len() < READ_CHUNK / 4 {
+                self.read_buf.reserve(READ_CHUNK);
+            }
+            return match self.stream.try_read_buf(&mut self.read_buf) {
+                Ok(0) => Ok(true),
+                Ok(_) => Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+                Err(e) => Err(lost(e)),
+            };
+        };
+        // One record batch per readiness event: tokio keeps the socket
+        // readable while more is waiting, so the relay loop comes back.
+        let mut eof = false;
+        match tls.read_tls(&mut TryReader(&self.stream)) {
+            Ok(0) => eof = true,
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(lost(e)),
+        }
+        tls.process_new_packets()
+            .map_err(|e| UpstreamFailure::Tls(e.to_string()))?;
+        let mut chunk = [0u8; READ_CHUNK];
+        loop {
+            match tls.reader().read(&mut chunk) {
+                Ok(0) => return Ok(true),
+                Ok(n) => self.read_buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(eof),
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(true),
+                Err(e) => return Err(lost(e)),
+            }
+        }
+    }
+
+    /// Reads and splits what is available into items (used while negotiating).
+    pub fn read_items(&mut self, out: &mut Vec<Item>) -> Result<(), UpstreamFailure> {
+        if self.read_done {
+            return Ok(());
+        }
+        let eof = self.fill()?;
+        while let Some(item) = self.splitter.feed(&mut self.read_buf)? {
+            out.push(item);
+        }
+        self.release_idle_buffer();
+        if eof {
+            self.read_done = true;
+            if !self.splitter.is_closed() {
+                return Err(UpstreamFailure::Lost(
+                    "the server closed the connection without a closing tag".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Reads what is available and appends the resulting events to `out`.
     ///
     /// A failure is reported as a final [`UpstreamEvent::Failed`].
@@ -184,27 +301,14 @@ impl UpstreamConn {
         if self.read_done {
             return;
         }
-        if self.read_buf.capacity() - self.read_buf.len() < READ_CHUNK / 4 {
-            self.read_buf.reserve(READ_CHUNK);
-        }
-        match self.stream.try_read_buf(&mut self.read_buf) {
-            Ok(0) => {
+        let eof = match self.fill() {
+            Ok(eof) => eof,
+            Err(failure) => {
                 self.read_done = true;
-                if !self.splitter.is_closed() {
-                    out.push(UpstreamEvent::Failed(UpstreamFailure::Lost(
-                        "the server closed the connection without a closing tag".into(),
-                    )));
-                }
+                out.push(UpstreamEvent::Failed(failure));
                 return;
             }
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-            Err(e) => {
-                self.read_done = true;
-                out.push(UpstreamEvent::Failed(UpstreamFailure::Lost(e.to_string())));
-                return;
-            }
-        }
+        };
         loop {
             match self.splitter.feed(&mut self.read_buf) {
                 Ok(Some(item)) => match item_to_event(item) {
@@ -230,20 +334,55 @@ impl UpstreamConn {
                 }
             }
         }
+        self.release_idle_buffer();
+        if eof && !self.read_done {
+            self.read_done = true;
+            out.push(UpstreamEvent::Failed(UpstreamFailure::Lost(
+                "the server closed the connection without a closing tag".into(),
+            )));
+        }
+    }
+
+    fn release_idle_buffer(&mut self) {
         if self.read_buf.is_empty() {
-            // Release the chunk; stanzas cut from it keep their own reference.
+            // Stanzas cut from the chunk keep their own reference.
             self.read_buf = BytesMut::new();
         }
+    }
+
+    /// Writes everything queued, waiting for the socket as needed.
+    pub async fn flush_all(&mut self) -> Result<(), UpstreamFailure> {
+        while self.has_pending_writes() {
+            self.writable()
+                .await
+                .map_err(|e| UpstreamFailure::Lost(e.to_string()))?;
+            self.try_flush()?;
+        }
+        Ok(())
+    }
+
+    /// Runs a TLS handshake on this (plain) connection: after `<proceed/>`.
+    pub async fn start_tls(
+        self,
+        config: Arc<rustls::ClientConfig>,
+        domain: &str,
+    ) -> Result<Self, UpstreamFailure> {
+        if self.tls.is_some() || !self.read_buf.is_empty() || !self.write_queue.is_empty() {
+            return Err(UpstreamFailure::Negotiation(
+                "unexpected data around STARTTLS",
+            ));
+        }
+        let limits = self.splitter.limits();
+        let (stream, tls) = tls_handshake(self.stream, config, domain).await?;
+        Ok(Self::new(stream, Some(tls), limits))
     }
 
     /// Flushes our closing tag, waits up to `timeout` for the server to end
     /// its side (UP-50), then closes TCP.
     pub async fn close_gracefully(mut self, timeout: Duration) {
         let _ = tokio::time::timeout(timeout, async {
-            while self.has_pending_writes() {
-                if self.writable().await.is_err() || self.try_flush().is_err() {
-                    return;
-                }
+            if self.flush_all().await.is_err() {
+                return;
             }
             let mut sink = Vec::new();
             while !self.read_done {
@@ -261,24 +400,39 @@ impl UpstreamConn {
     /// Closes TCP without a closing tag, after a short best-effort flush of
     /// what the client had already sent.
     pub async fn abort(mut self) {
-        let _ = tokio::time::timeout(Duration::from_secs(1), async {
-            while self.has_pending_writes() {
-                if self.writable().await.is_err() || self.try_flush().is_err() {
-                    return;
-                }
-            }
-        })
-        .await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.flush_all()).await;
         drop(self.stream);
     }
 }
 
-/// Resolves `host:port`; IP literals never touch a resolver.
-async fn resolve(target: &str) -> io::Result<Vec<SocketAddr>> {
-    let (host, port) = parse_host_port(target)
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not host:port"))?;
-    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
-        return Ok(vec![SocketAddr::new(ip, port)]);
+fn advance_queue(queue: &mut VecDeque<Bytes>, mut written: usize) {
+    while written > 0 {
+        let Some(front) = queue.front_mut() else {
+            break;
+        };
+        if written >= front.len() {
+            written -= front.len();
+            queue.pop_front();
+        } else {
+            front.advance(written);
+            written = 0;
+        }
     }
-    Ok(tokio::net::lookup_host((host, port)).await?.collect())
+}
+
+/// Runs a client TLS handshake with SNI = `domain`, then hands back the
+/// socket and the rustls state for readiness-driven I/O.
+pub async fn tls_handshake(
+    stream: TcpStream,
+    config: Arc<rustls::ClientConfig>,
+    domain: &str,
+) -> Result<(TcpStream, ClientConnection), UpstreamFailure> {
+    let name = ServerName::try_from(domain.to_owned())
+        .map_err(|_| UpstreamFailure::Negotiation("the domain is not a valid TLS server name"))?;
+    let connector = tokio_rustls::TlsConnector::from(config);
+    let tls = connector
+        .connect(name, stream)
+        .await
+        .map_err(|e| UpstreamFailure::Tls(e.to_string()))?;
+    Ok(tls.into_inner())
 }

@@ -10,7 +10,13 @@ use crate::stanza::{Stanza, StreamHeader};
 use crate::xml::splitter::SplitError;
 
 pub mod conn;
+pub mod dial;
+pub mod dns;
 pub mod negotiate;
+pub mod pool;
+pub mod proxy_protocol;
+pub mod route;
+pub mod tls;
 
 /// Something that happened on the upstream stream.
 #[derive(Debug)]
@@ -44,6 +50,15 @@ pub enum UpstreamFailure {
     /// The server stopped accepting our writes.
     #[error("write stalled")]
     WriteStalled,
+    /// TLS to the server failed (handshake, certificate, or a TLS error later).
+    #[error("TLS: {0}")]
+    Tls(String),
+    /// DNS says the domain does not exist (BOSH `host-unknown`).
+    #[error("the domain does not exist in DNS")]
+    HostUnknown,
+    /// Every upstream of the domain is marked down.
+    #[error("no healthy upstream")]
+    NoHealthyUpstream,
 }
 
 /// Attributes of a stream header xmpp-edge writes upstream (BOSH-101, WS-19).

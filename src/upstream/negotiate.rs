@@ -1,18 +1,24 @@
 //! Upstream stream negotiation that xmpp-edge owns itself (pure).
 //!
-//! Turns splitter items into [`UpstreamEvent`]s for the protocol cores and
-//! keeps out of them what the connection manager must handle: STARTTLS and
-//! stream compression are removed from every `<stream:features/>` (BOSH-89,
-//! WS-35, UP-31..34), and a server that requires STARTTLS on a leg without
-//! TLS configured fails the session with a clear reason instead of leaving
-//! the client waiting.
+//! [`Establish`] runs the start of each upstream stream before the protocol
+//! core sees anything: the first header, STARTTLS when the upstream is
+//! configured for it (the client only ever sees post-TLS features, UP-37),
+//! and `see-other-host` redirects that answer our first header (UP-44).
+//!
+//! Afterwards, [`item_to_event`] turns splitter items into
+//! [`UpstreamEvent`]s and keeps out of them what the connection manager must
+//! handle: STARTTLS and stream compression are removed from every
+//! `<stream:features/>` (BOSH-89, WS-35, UP-31..34), and a server that
+//! requires STARTTLS on a leg without TLS fails the session with a clear
+//! reason instead of leaving the client waiting.
 
 use bytes::{Bytes, BytesMut};
 use quick_xml::Reader;
 use quick_xml::events::Event;
 use quick_xml::name::{NamespaceResolver, ResolveResult};
 
-use crate::stanza::{ElementKind, Stanza};
+use crate::stanza::{ElementKind, Stanza, StreamHeader};
+use crate::upstream::route::TlsMode;
 use crate::upstream::{OpenStream, UpstreamEvent, UpstreamFailure};
 use crate::xml::escape::push_attr;
 use crate::xml::ns;
@@ -173,6 +179,187 @@ pub fn stream_header(open: &OpenStream, secure: bool) -> Bytes {
 /// The closing tag of our stream.
 pub const STREAM_CLOSE: &[u8] = b"</stream:stream>";
 
+/// `<starttls/>` (RFC 6120 §5.4.2.1).
+const STARTTLS: &[u8] = b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>";
+
+/// What the I/O layer must do next while a stream is being established.
+#[derive(Debug)]
+pub enum EstablishStep {
+    /// Write these bytes.
+    Write(Bytes),
+    /// Run the TLS handshake on the connection now, reset the splitter, then
+    /// call [`Establish::tls_done`].
+    StartTls,
+    /// Established: hand these events (header, then features) to the core.
+    Ready(Vec<UpstreamEvent>),
+    /// The server sent us elsewhere (`see-other-host`): connect there and start over.
+    Redirect {
+        /// Host name or IP literal.
+        host: Box<str>,
+        /// Port; the current one when the server gave none.
+        port: Option<u16>,
+    },
+    /// This upstream cannot be used.
+    Fail(UpstreamFailure),
+}
+
+#[derive(Debug)]
+enum Phase {
+    AwaitingHeader,
+    AwaitingFeatures(StreamHeader),
+    AwaitingProceed,
+    Done,
+}
+
+/// The start of one upstream stream, up to the first features the client may see.
+#[derive(Debug)]
+pub struct Establish {
+    open: OpenStream,
+    tls: TlsMode,
+    /// TLS protects the connection (direct TLS, or STARTTLS completed).
+    secure: bool,
+    phase: Phase,
+}
+
+// === impl Establish ===
+
+impl Establish {
+    /// Starts with the client's first header; `secure` when direct TLS is
+    /// already up. Returns the header to write.
+    pub fn new(open: OpenStream, tls: TlsMode, secure: bool) -> (Self, EstablishStep) {
+        let header = stream_header(&open, secure);
+        let this = Self {
+            open,
+            tls,
+            secure,
+            phase: Phase::AwaitingHeader,
+        };
+        (this, EstablishStep::Write(header))
+    }
+
+    /// Whether TLS protects the stream.
+    pub fn is_secure(&self) -> bool {
+        self.secure
+    }
+
+    /// The TLS handshake after `<proceed/>` finished: restart the stream (RFC 6120 §5.4.3.3).
+    pub fn tls_done(&mut self) -> EstablishStep {
+        self.secure = true;
+        self.phase = Phase::AwaitingHeader;
+        EstablishStep::Write(stream_header(&self.open, true))
+    }
+
+    /// Feeds one splitter item; `None` means "keep reading".
+    pub fn on_item(&mut self, item: Item) -> Option<EstablishStep> {
+        let phase = std::mem::replace(&mut self.phase, Phase::Done);
+        match (phase, item) {
+            (Phase::AwaitingHeader, Item::StreamOpen(header)) => {
+                if header
+                    .version
+                    .as_deref()
+                    .is_none_or(|v| !v.starts_with("1."))
+                {
+                    // UP-24: a pre-1.0 server has no SASL or features to relay.
+                    return Some(EstablishStep::Fail(UpstreamFailure::Negotiation(
+                        "the server does not speak XMPP 1.0",
+                    )));
+                }
+                self.phase = Phase::AwaitingFeatures(header);
+                None
+            }
+            (Phase::AwaitingFeatures(header), Item::Element(element)) => match element.kind() {
+                ElementKind::Features => {
+                    let (features, offer) = strip_features(element);
+                    if self.tls == TlsMode::Starttls && !self.secure {
+                        // UP-33: ask for TLS even when it is not advertised.
+                        let _ = offer;
+                        self.phase = Phase::AwaitingProceed;
+                        return Some(EstablishStep::Write(Bytes::from_static(STARTTLS)));
+                    }
+                    if offer == TlsOffer::Required && !self.secure {
+                        return Some(EstablishStep::Fail(UpstreamFailure::Negotiation(
+                            "the server requires STARTTLS; set tls = \"starttls\" for this upstream",
+                        )));
+                    }
+                    Some(EstablishStep::Ready(vec![
+                        UpstreamEvent::StreamOpened(header),
+                        UpstreamEvent::Element(features),
+                    ]))
+                }
+                ElementKind::StreamError => {
+                    if let Some((host, port)) = see_other_host(&element) {
+                        // UP-44: follow only over a leg whose security is what
+                        // the operator chose (never a pre-TLS redirect on a TLS leg).
+                        if self.secure || self.tls == TlsMode::None {
+                            return Some(EstablishStep::Redirect { host, port });
+                        }
+                        return Some(EstablishStep::Fail(UpstreamFailure::Negotiation(
+                            "redirect before TLS ignored",
+                        )));
+                    }
+                    // UP-45: relay the error whole; the core ends the session with it.
+                    Some(EstablishStep::Ready(vec![
+                        UpstreamEvent::StreamOpened(header),
+                        UpstreamEvent::Element(element),
+                    ]))
+                }
+                _ => Some(EstablishStep::Fail(UpstreamFailure::Negotiation(
+                    "the server sent something other than features",
+                ))),
+            },
+            (Phase::AwaitingProceed, Item::Element(element))
+                if element.kind() == ElementKind::Tls =>
+            {
+                if element.as_bytes().starts_with(b"<proceed") {
+                    Some(EstablishStep::StartTls)
+                } else {
+                    Some(EstablishStep::Fail(UpstreamFailure::Negotiation(
+                        "the server refused STARTTLS",
+                    )))
+                }
+            }
+            (_, Item::StreamClose) => Some(EstablishStep::Fail(UpstreamFailure::Lost(
+                "the server closed the stream during negotiation".into(),
+            ))),
+            _ => Some(EstablishStep::Fail(UpstreamFailure::Negotiation(
+                "unexpected element during stream negotiation",
+            ))),
+        }
+    }
+}
+
+/// The target of a `<see-other-host/>` stream error: host and optional port,
+/// IPv6 literals in brackets (RFC 6120 §4.9.3.19).
+fn see_other_host(error: &Stanza) -> Option<(Box<str>, Option<u16>)> {
+    let mut reader = Reader::from_reader(error.as_bytes());
+    let mut inside = false;
+    loop {
+        match reader.read_event().ok()? {
+            Event::Start(tag) if tag.local_name().as_ref() == "see-other-host" => inside = true,
+            Event::Text(text) if inside => {
+                let value = quick_xml::escape::unescape(&text).ok()?;
+                let value = value.trim();
+                let (host, port) = if let Some(rest) = value.strip_prefix('[') {
+                    let (host, rest) = rest.split_once(']')?;
+                    (host, rest.strip_prefix(':'))
+                } else {
+                    match value.rsplit_once(':') {
+                        Some((host, port)) if !host.contains(':') => (host, Some(port)),
+                        _ => (value, None),
+                    }
+                };
+                let port = match port {
+                    Some(p) => Some(p.parse().ok()?),
+                    None => None,
+                };
+                return (!host.is_empty()).then(|| (Box::from(host), port));
+            }
+            Event::Eof => return None,
+            _ => {}
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -240,6 +427,162 @@ mod tests {
         let (s, tls) = strip_features(f);
         assert_eq!(tls, TlsOffer::None);
         assert_eq!(s.as_bytes().as_ptr(), ptr);
+    }
+
+    fn header_and(xml: &str) -> Vec<Item> {
+        let mut splitter = Splitter::new(SplitterLimits::default());
+        let mut buf = BytesMut::from(
+            format!("<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' id='1' version='1.0'>{xml}").as_bytes(),
+        );
+        let mut items = Vec::new();
+        while let Some(item) = splitter.feed(&mut buf).unwrap() {
+            items.push(item);
+        }
+        items
+    }
+
+    fn open() -> OpenStream {
+        OpenStream {
+            to: "example.com".into(),
+            from: Some("a@example.com".into()),
+            lang: Some("en".into()),
+            version: "1.0".into(),
+            restart: false,
+        }
+    }
+
+    /// Feeds items and returns the first step.
+    fn run(est: &mut Establish, items: Vec<Item>) -> EstablishStep {
+        for item in items {
+            if let Some(step) = est.on_item(item) {
+                return step;
+            }
+        }
+        panic!("no step");
+    }
+
+    #[test]
+    fn plain_stream_is_ready_after_features() {
+        let (mut est, first) = Establish::new(open(), TlsMode::None, false);
+        assert!(
+            matches!(first, EstablishStep::Write(b) if !std::str::from_utf8(&b).unwrap().contains("from="))
+        );
+        let step = run(
+            &mut est,
+            header_and(
+                "<stream:features><mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/></stream:features>",
+            ),
+        );
+        assert!(
+            matches!(&step, EstablishStep::Ready(events) if events.len() == 2),
+            "{step:?}"
+        );
+    }
+
+    #[test]
+    fn up_30_33_37_starttls_is_done_before_the_client_sees_features() {
+        let (mut est, _) = Establish::new(open(), TlsMode::Starttls, false);
+        // Not even advertised: ask anyway (UP-33).
+        let step = run(
+            &mut est,
+            header_and(
+                "<stream:features><mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/></stream:features>",
+            ),
+        );
+        assert!(
+            matches!(&step, EstablishStep::Write(b) if &b[..] == STARTTLS),
+            "{step:?}"
+        );
+        let step = run(
+            &mut est,
+            header_and("<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+                .into_iter()
+                .skip(1)
+                .collect(),
+        );
+        assert!(matches!(step, EstablishStep::StartTls));
+        // UP-23, WS-39: `from` only once TLS is up.
+        let step = est.tls_done();
+        assert!(
+            matches!(&step, EstablishStep::Write(b) if std::str::from_utf8(b).unwrap().contains(" from='a@example.com'"))
+        );
+        assert!(est.is_secure());
+        let step = run(
+            &mut est,
+            header_and(
+                "<stream:features><mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/></stream:features>",
+            ),
+        );
+        assert!(matches!(&step, EstablishStep::Ready(_)), "{step:?}");
+    }
+
+    #[test]
+    fn starttls_refused_fails() {
+        let (mut est, _) = Establish::new(open(), TlsMode::Starttls, false);
+        run(&mut est, header_and("<stream:features/>"));
+        let step = run(
+            &mut est,
+            header_and("<failure xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+                .into_iter()
+                .skip(1)
+                .collect(),
+        );
+        assert!(matches!(
+            step,
+            EstablishStep::Fail(UpstreamFailure::Negotiation(_))
+        ));
+    }
+
+    #[test]
+    fn up_44_see_other_host_is_followed_on_a_plain_or_secure_leg() {
+        let error = "<stream:error><see-other-host xmlns='urn:ietf:params:xml:ns:xmpp-streams'>[2001:db8::2]:5223</see-other-host></stream:error>";
+        let (mut est, _) = Establish::new(open(), TlsMode::None, false);
+        match run(&mut est, header_and(error)) {
+            EstablishStep::Redirect { host, port } => {
+                assert_eq!((&*host, port), ("2001:db8::2", Some(5223)))
+            }
+            other => panic!("{other:?}"),
+        }
+        let (mut est, _) = Establish::new(open(), TlsMode::Direct, true);
+        let error = "<stream:error><see-other-host xmlns='urn:ietf:params:xml:ns:xmpp-streams'>other.example</see-other-host></stream:error>";
+        assert!(matches!(
+            run(&mut est, header_and(error)),
+            EstablishStep::Redirect { port: None, .. }
+        ));
+        // Before TLS on a STARTTLS leg: ignored.
+        let (mut est, _) = Establish::new(open(), TlsMode::Starttls, false);
+        assert!(matches!(
+            run(&mut est, header_and(error)),
+            EstablishStep::Fail(_)
+        ));
+    }
+
+    #[test]
+    fn up_45_stream_error_answering_the_header_is_relayed() {
+        let (mut est, _) = Establish::new(open(), TlsMode::None, false);
+        let step = run(
+            &mut est,
+            header_and(
+                "<stream:error><host-unknown xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error>",
+            ),
+        );
+        match step {
+            EstablishStep::Ready(events) => {
+                assert!(
+                    matches!(&events[1], UpstreamEvent::Element(e) if e.kind() == ElementKind::StreamError)
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn up_24_pre_1_0_server_is_refused() {
+        let (mut est, _) = Establish::new(open(), TlsMode::None, false);
+        let mut splitter = Splitter::new(SplitterLimits::default());
+        let mut buf = BytesMut::from(&b"<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' id='1'>"[..]);
+        let item = splitter.feed(&mut buf).unwrap().unwrap();
+        assert!(matches!(est.on_item(item), Some(EstablishStep::Fail(_))));
     }
 
     #[test]

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::stanza::{ElementKind, StandaloneContext, StreamHeader};
-use crate::upstream::{OpenStream, UpstreamAction, UpstreamEvent};
+use crate::upstream::{OpenStream, UpstreamAction, UpstreamEvent, UpstreamFailure};
 use crate::websocket::message::{ClientMessage, OpenAttrs, parse_message};
 use crate::xml::escape::{push_attr, push_text_escaped};
 use crate::xml::reserialize::{ClientTop, ClientXmlLimits};
@@ -528,7 +528,9 @@ impl WsSession {
                     Phase::AwaitingCloseFrame | Phase::Ended => {}
                     _ => {
                         // WS-29, UP-49: our own server failing is an internal error.
-                        let condition = if self.own_upstream {
+                        let condition = if failure == UpstreamFailure::HostUnknown {
+                            "host-unknown"
+                        } else if self.own_upstream {
                             "internal-server-error"
                         } else {
                             "remote-connection-failed"

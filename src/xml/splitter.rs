@@ -162,6 +162,11 @@ impl Splitter {
         *self = Self::new(self.limits);
     }
 
+    /// The bounds this splitter enforces.
+    pub fn limits(&self) -> SplitterLimits {
+        self.limits
+    }
+
     /// Whether the server has closed its stream.
     pub fn is_closed(&self) -> bool {
         self.phase == Phase::Closed

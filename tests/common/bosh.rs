@@ -148,9 +148,14 @@ pub const HTTPBIND: &str =
 impl BoshClient {
     /// Creates a session with extra creation `attrs`; returns the client and the response.
     pub async fn create(addr: SocketAddr, attrs: &str) -> (Self, HttpResponse) {
+        Self::create_for(addr, "localhost", attrs).await
+    }
+
+    /// Like [`Self::create`] for the XMPP domain `domain`.
+    pub async fn create_for(addr: SocketAddr, domain: &str, attrs: &str) -> (Self, HttpResponse) {
         let first_rid = 1_000_000 + u64::from(rand_u16());
         let body = format!(
-            "<body rid='{first_rid}' to='localhost' xml:lang='en' ver='1.6' xmpp:version='1.0' {attrs} {HTTPBIND}/>"
+            "<body rid='{first_rid}' to='{domain}' xml:lang='en' ver='1.6' xmpp:version='1.0' {attrs} {HTTPBIND}/>"
         );
         let response = post(addr, "/http-bind", &body).await;
         let sid = attr(&response.body, "sid").unwrap_or_default();
@@ -223,7 +228,31 @@ pub async fn try_login(
     password: &str,
     resource: &str,
 ) -> Result<BoshStream, String> {
-    let (client, created) = BoshClient::create(addr, "wait='20' hold='1'").await;
+    try_login_to(addr, "localhost", user, password, resource).await
+}
+
+/// Logs in to the XMPP domain `domain`.
+pub async fn login_to(
+    addr: SocketAddr,
+    domain: &str,
+    user: &str,
+    password: &str,
+    resource: &str,
+) -> BoshStream {
+    try_login_to(addr, domain, user, password, resource)
+        .await
+        .unwrap_or_else(|e| panic!("login {user}@{domain}: {e}"))
+}
+
+/// Like [`login_to`], returning the step that failed.
+pub async fn try_login_to(
+    addr: SocketAddr,
+    domain: &str,
+    user: &str,
+    password: &str,
+    resource: &str,
+) -> Result<BoshStream, String> {
+    let (client, created) = BoshClient::create_for(addr, domain, "wait='20' hold='1'").await;
     if !created.body.contains("<mechanism>PLAIN</mechanism>") {
         return Err(format!("no PLAIN in creation response: {}", created.body));
     }
@@ -238,7 +267,11 @@ pub async fn try_login(
     }
     rid += 1;
     let r = client
-        .request(rid, "to='localhost' xml:lang='en' xmpp:restart='true'", "")
+        .request(
+            rid,
+            &format!("to='{domain}' xml:lang='en' xmpp:restart='true'"),
+            "",
+        )
         .await;
     if !r.body.contains("urn:ietf:params:xml:ns:xmpp-bind") {
         return Err(format!("restart: {}", r.body));

@@ -1,10 +1,14 @@
-//! Support code for integration tests: a real Prosody on loopback, an
-//! in-process xmpp-edge, and BOSH and WebSocket clients.
+//! Support code for integration tests: a real Prosody or ejabberd on
+//! loopback, an in-process xmpp-edge, and BOSH and WebSocket clients.
 #![allow(dead_code, unreachable_pub)]
 
 pub mod bosh;
+pub mod dns;
 pub mod edge;
+pub mod ejabberd;
 pub mod prosody;
 pub mod recording_upstream;
+pub mod tcp_proxy;
+pub mod tls;
 pub mod ws;
 pub mod xml;

@@ -19,6 +19,21 @@ pub struct Prosody {
     dir: PathBuf,
     /// The c2s port on 127.0.0.1.
     pub port: u16,
+    /// The direct-TLS c2s port, when enabled.
+    pub tls_port: Option<u16>,
+}
+
+/// How to run it.
+#[derive(Default)]
+pub struct ProsodyOptions<'a> {
+    /// Certificate and key for `localhost` (enables STARTTLS).
+    pub tls: Option<&'a super::tls::TestCerts>,
+    /// `c2s_require_encryption = true`.
+    pub require_encryption: bool,
+    /// Also listen for direct TLS (XEP-0368).
+    pub direct_tls: bool,
+    /// A fixed c2s port (to restart a server where it was).
+    pub port: Option<u16>,
 }
 
 /// A free TCP port on 127.0.0.1 (bound and released).
@@ -45,8 +60,14 @@ fn find_prosody() -> PathBuf {
 impl Prosody {
     /// Starts Prosody with the test users registered.
     pub fn start() -> Self {
+        Self::start_with(ProsodyOptions::default())
+    }
+
+    /// Starts Prosody with `options` and the test users registered.
+    pub fn start_with(options: ProsodyOptions<'_>) -> Self {
         let prosody = find_prosody();
-        let port = free_port();
+        let port = options.port.unwrap_or_else(free_port);
+        let tls_port = options.direct_tls.then(free_port);
         let dir =
             std::env::temp_dir().join(format!("xmpp-edge-prosody-{}-{port}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -56,14 +77,46 @@ impl Prosody {
         let config = template
             .replace("@DIR@", &dir.display().to_string())
             .replace("@C2S_PORT@", &port.to_string())
+            .replace(
+                "@DIRECT_TLS_PORT@",
+                &tls_port.map(|p| p.to_string()).unwrap_or_default(),
+            )
+            .replace(
+                "@REQUIRE_ENCRYPTION@",
+                if options.require_encryption {
+                    "true"
+                } else {
+                    "false"
+                },
+            )
+            .replace(
+                "@VHOST_OPTIONS@",
+                &options.tls.map_or(String::new(), |t| {
+                    // Session tickets on (Prosody turns them off by
+                    // default), so TLS resumption can be observed.
+                    format!(
+                        "ssl = {{ certificate = \"{}\"; key = \"{}\"; options = {{ no_ticket = false }} }}",
+                        t.cert.display(),
+                        t.key.display()
+                    )
+                }),
+            )
             .replace("@LOGLEVEL@", "info");
         let config_path = dir.join("prosody.cfg.lua");
         std::fs::write(&config_path, config).unwrap();
-        for (user, password) in USERS {
+        if let Some(tls) = options.tls {
+            // Direct TLS picks its certificate by SNI from this directory.
+            std::fs::copy(&tls.cert, dir.join("certs/localhost.crt")).unwrap();
+            std::fs::copy(&tls.key, dir.join("certs/localhost.key")).unwrap();
+        }
+        for ((user, password), host) in USERS
+            .iter()
+            .flat_map(|u| [(u, "localhost"), (u, "example.test")])
+        {
             let status = Command::new("prosodyctl")
                 .arg("--config")
                 .arg(&config_path)
-                .args(["register", user, "localhost", password])
+                .args(["register", user, host, password])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .status()
@@ -91,7 +144,12 @@ impl Prosody {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn();
-        let server = Self { child, dir, port };
+        let server = Self {
+            child,
+            dir,
+            port,
+            tls_port,
+        };
         server.wait_listening();
         server
     }

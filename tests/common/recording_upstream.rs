@@ -101,6 +101,11 @@ impl RecordingUpstream {
         String::from_utf8_lossy(&self.received.lock()).to_string()
     }
 
+    /// Everything received so far, as bytes.
+    pub fn received_bytes(&self) -> Vec<u8> {
+        self.received.lock().clone()
+    }
+
     /// Waits until xmpp-edge closed the connection.
     pub async fn wait_closed(&self, timeout: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + timeout;
