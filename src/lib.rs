@@ -28,8 +28,8 @@ mod size_guards {
     #[test]
     fn per_session_structs_stay_small() {
         assert!(size_of::<crate::bosh::BoshSession>() <= 640);
-        assert!(size_of::<crate::relay::bosh::BoshShared>() <= 736);
-        assert!(size_of::<crate::upstream::conn::UpstreamConn>() <= 288);
+        assert!(size_of::<crate::relay::bosh::BoshShared>() <= 752);
+        assert!(size_of::<crate::upstream::conn::UpstreamConn>() <= 296);
         assert!(size_of::<crate::xml::splitter::Splitter>() <= 160);
         assert!(size_of::<crate::stanza::Stanza>() <= 40);
         assert!(size_of::<crate::upstream::UpstreamEvent>() <= 128);

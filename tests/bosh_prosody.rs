@@ -109,6 +109,7 @@ async fn login_restart_bind_roster_presence_and_terminate() {
     assert_eq!(condition(&late.body).as_deref(), Some("item-not-found"));
 }
 
+/// UP-60: nothing injected, dropped, duplicated or reordered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_sessions_exchange_100_messages_each_way_once_and_in_order() {
     let (_prosody, edge) = setup("").await;
@@ -158,6 +159,7 @@ async fn two_sessions_exchange_100_messages_each_way_once_and_in_order() {
     }
 }
 
+/// UP-62: a replayed rid never reaches the server twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bosh_54_repeated_rid_gets_the_cached_response_from_prosody() {
     let (_prosody, edge) = setup("").await;
@@ -264,6 +266,7 @@ async fn bosh_85_legacy_client_gets_http_status() {
     assert_eq!(r.status, 404);
 }
 
+/// UP-49: a failed connect ends the session with a failure condition.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bosh_38_82i_upstream_down_is_remote_connection_failed() {
     let port = common::prosody::free_port();
@@ -275,6 +278,7 @@ async fn bosh_38_82i_upstream_down_is_remote_connection_failed() {
     );
 }
 
+/// UP-49: the server vanishing mid-session.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bosh_82i_upstream_dying_mid_session_is_remote_connection_failed() {
     let (mut prosody, edge) = setup("").await;

@@ -16,11 +16,17 @@ async fn edge_for(upstream: &RecordingUpstream, extra: &str) -> Edge {
     Edge::start(config(&upstream.addr.to_string(), extra)).await
 }
 
+/// UP-21 (stream prefix, `jabber:client` default), UP-22 (`to` is the
+/// client's domain), UP-23 (no `from` before TLS), UP-25 (`xml:lang`),
+/// UP-26 (no `id`), byte for byte.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn up_20_bosh_101_stream_header_bytes() {
     let upstream = RecordingUpstream::start(Script::default()).await;
     let edge = edge_for(&upstream, "").await;
-    let (_, r) = BoshClient::create(edge.addr, "wait='5' from='alice@localhost'").await;
+    // UP-35: the retired `secure` attribute changes nothing (the leg's TLS
+    // is configuration).
+    let (_, r) =
+        BoshClient::create(edge.addr, "wait='5' from='alice@localhost' secure='true'").await;
     assert!(r.body.contains("<mechanism>PLAIN"), "{}", r.body);
     assert_eq!(
         upstream.received(),
@@ -30,6 +36,8 @@ async fn up_20_bosh_101_stream_header_bytes() {
     );
 }
 
+/// UP-28: the restart is a new header (with its declaration) on the same
+/// connection, with no closing tag before it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bosh_92_restart_is_a_second_header_on_the_same_socket() {
     let upstream = RecordingUpstream::start(Script::default()).await;
@@ -64,6 +72,7 @@ async fn bosh_92_restart_is_a_second_header_on_the_same_socket() {
     );
 }
 
+/// UP-51: a vanished client leaves the server stream unfinished.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bosh_104_inactivity_closes_tcp_without_a_closing_tag() {
     let upstream = RecordingUpstream::start(Script::default()).await;
@@ -77,6 +86,7 @@ async fn bosh_104_inactivity_closes_tcp_without_a_closing_tag() {
     assert!(!upstream.received().contains("</stream:stream>"));
 }
 
+/// UP-50: the client's last payload, then our closing tag.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bosh_75_terminate_forwards_payload_then_closing_tag() {
     let upstream = RecordingUpstream::start(Script::default()).await;
@@ -100,6 +110,7 @@ async fn bosh_75_terminate_forwards_payload_then_closing_tag() {
     );
 }
 
+/// UP-34: STARTTLS and compression are never offered to the client.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bosh_89_starttls_and_compression_never_reach_the_client() {
     let upstream = RecordingUpstream::start(Script {
@@ -137,6 +148,7 @@ async fn required_starttls_without_tls_fails_the_session_at_once() {
     assert!(started.elapsed() < Duration::from_secs(5));
 }
 
+/// UP-41: whitespace between the server's elements is dropped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bosh_14_server_whitespace_keepalives_are_not_relayed() {
     let upstream = RecordingUpstream::start(Script {
@@ -157,5 +169,33 @@ async fn bosh_14_server_whitespace_keepalives_are_not_relayed() {
     assert!(
         !all.contains("> ") && !all.contains(">\n"),
         "text inside <body/>: {all:?}"
+    );
+}
+
+/// UP-43: a server-initiated ping reaches the client like any iq; UP-64:
+/// `<enabled/>` keeps its `location`, attribute for attribute.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_43_64_server_ping_and_sm_location_are_relayed_unchanged() {
+    let upstream = RecordingUpstream::start(Script {
+        after_features: "<iq type='get' id='ping-1' from='localhost'><ping xmlns='urn:xmpp:ping'/></iq>\
+            <enabled xmlns='urn:xmpp:sm:3' id='sm-7' resume='true' max='300' location='[2001:db8::5]:5222'/>",
+        ..Script::default()
+    })
+    .await;
+    let edge = edge_for(&upstream, "").await;
+    let (client, r) = BoshClient::create(edge.addr, "wait='2'").await;
+    let mut all = r.body.clone();
+    let mut rid = client.first_rid;
+    while !all.contains("sm-7") && rid < client.first_rid + 3 {
+        rid += 1;
+        all.push_str(&client.request(rid, "", "").await.body);
+    }
+    assert!(
+        all.contains("<iq type='get' id='ping-1' from='localhost' xmlns='jabber:client'><ping xmlns='urn:xmpp:ping'/></iq>"),
+        "{all}"
+    );
+    assert!(
+        all.contains("<enabled xmlns='urn:xmpp:sm:3' id='sm-7' resume='true' max='300' location='[2001:db8::5]:5222'/>"),
+        "{all}"
     );
 }

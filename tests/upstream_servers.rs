@@ -60,6 +60,7 @@ fn temp_dir(name: &str) -> std::path::PathBuf {
 
 // --- TLS ---
 
+/// WS-24: STARTTLS upstream is invisible to WebSocket clients too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn up_30_32_37_starttls_to_a_server_that_requires_it() {
     let certs = common::tls::generate(&temp_dir("certs"));
@@ -431,6 +432,7 @@ async fn prosody_and_ejabberd_share_a_domain_failover_and_rejoin() {
 
 // --- PROXY protocol ---
 
+/// BOSH-103: the client's address goes upstream in a PROXY header.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn up_10_11_proxy_v1_header_comes_first() {
     let upstream = RecordingUpstream::start(Script::default()).await;
@@ -460,6 +462,7 @@ async fn up_10_11_proxy_v1_header_comes_first() {
     );
 }
 
+/// BOSH-103: the client's address goes upstream in a PROXY header.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn up_12_16_17_proxy_v2_with_tlvs_and_a_trusted_forwarder() {
     let upstream = RecordingUpstream::start(Script::default()).await;
@@ -592,6 +595,7 @@ async fn warm_connections_are_pre_dialed_and_used() {
     assert_eq!(proxy.accepted(), 3);
 }
 
+/// WS-32: a WebSocket client never sees the redirect either.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn up_44_see_other_host_is_followed_transparently() {
     let prosody = Prosody::start();
@@ -620,4 +624,224 @@ async fn up_44_see_other_host_is_followed_transparently() {
     .await;
     let alice = try_login(edge.addr, "alice", "alice-secret", "redirected").await;
     assert!(alice.is_ok(), "{:?}", alice.err());
+    let (_ws, jid) = common::ws::login(edge.addr, "bob", "bob-secret", "redirected").await;
+    assert_eq!(jid, "bob@localhost/redirected");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_7_14_active_health_check_probes_with_a_local_proxy_header() {
+    // ejabberd refuses any connection that does not start with a PROXY header,
+    // so a passing probe shows the LOCAL header (v2) is sent and accepted.
+    let ejabberd = Ejabberd::start_with("info", true, None);
+    let edge = edge(&format!(
+        "[upstream]\nhealth_check_interval_secs = 1\n[hosts.localhost]\nupstreams = [\"{}\"]\nproxy_protocol = \"v2\"\n",
+        ejabberd.addr()
+    ))
+    .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = &status(&edge)[0];
+        if s.connects >= 2 {
+            assert!(s.healthy && s.failures == 0, "{s:?}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no successful probe: {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status(&edge)[0].sessions, 0, "probes are not sessions");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_4_unreachable_srv_targets_do_not_fall_back_to_the_domain() {
+    let zone = Zone::default()
+        .srv(
+            "_xmpp-client._tcp.example.test.",
+            10,
+            1,
+            free_port(),
+            "xmpp0.test.",
+        )
+        .srv(
+            "_xmpp-client._tcp.example.test.",
+            20,
+            1,
+            free_port(),
+            "xmpp1.test.",
+        )
+        .address("xmpp0.test.", "127.0.0.1".parse().unwrap())
+        .address("xmpp1.test.", "127.0.0.1".parse().unwrap())
+        .address("example.test.", "127.0.0.1".parse().unwrap());
+    let dns = TestDns::start(zone).await;
+    let edge = edge(&format!(
+        "[dns]\nnameservers = [\"{}\"]\n[hosts.\"example.test\"]\nsrv = true\n",
+        dns.addr
+    ))
+    .await;
+    let (_, r) = BoshClient::create_for(edge.addr, SRV_DOMAIN, "wait='10'").await;
+    assert_eq!(
+        condition(&r.body).as_deref(),
+        Some("remote-connection-failed"),
+        "{}",
+        r.body
+    );
+    let queries = dns.queries.lock().clone();
+    for target in ["xmpp0.test. A", "xmpp1.test. A"] {
+        assert!(queries.iter().any(|q| q == target), "{target}: {queries:?}");
+    }
+    assert!(
+        !queries.iter().any(|q| q.starts_with("example.test. ")),
+        "no A/AAAA fallback after SRV answered: {queries:?}"
+    );
+}
+
+// --- a server that stops reading ---
+
+/// A stanza of about 200 KB, under every size limit.
+fn big_message(i: usize) -> String {
+    format!(
+        "<message to='bob@localhost' id='m{i}' xmlns='jabber:client'><body>{}</body></message>",
+        "x".repeat(200_000)
+    )
+}
+
+const FROZEN_LIMIT: &str = "[upstream]\nwrite_timeout_secs = 6\nmax_write_queue_bytes = 262144\n";
+/// What a client may push at a frozen server before it is held back:
+/// kernel socket buffers on both hops plus the write queue. Without the
+/// hold-back a loopback client pushes hundreds of MB in the same time.
+const HELD_BACK_WITHIN: usize = 48 << 20;
+const TRIED: usize = 160 << 20;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_42_websocket_client_is_held_back_and_a_frozen_server_ends_the_session() {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let prosody = Prosody::start();
+    let edge = edge(&format!(
+        "{FROZEN_LIMIT}[hosts.localhost]\nupstreams = [\"{}\"]\n",
+        prosody.addr()
+    ))
+    .await;
+    let mut c = common::ws::connect(edge.addr).await;
+    c.send(common::ws::OPEN).await;
+    c.expect("features", |t| t.contains("<stream:features"))
+        .await;
+    prosody.freeze();
+    let mut pushed = 0;
+    for i in 0.. {
+        let sent = tokio::time::timeout(
+            Duration::from_secs(1),
+            c.ws.send(Message::text(big_message(i))),
+        )
+        .await;
+        if !matches!(sent, Ok(Ok(()))) || pushed >= TRIED {
+            break;
+        }
+        pushed += 200_000;
+    }
+    assert!(
+        pushed < HELD_BACK_WITHIN,
+        "the client pushed {} MB at a server that reads nothing",
+        pushed >> 20
+    );
+    // UP-42, UP-49: no progress for write_timeout_secs ends the session.
+    let (texts, code) = tokio::time::timeout(T, c.until_closed())
+        .await
+        .expect("session ended");
+    prosody.thaw();
+    assert!(
+        texts.iter().any(|t| t.contains("internal-server-error")),
+        "{texts:?}"
+    );
+    assert_eq!(code, Some(1000));
+    // The lease is released as the session task ends.
+    let deadline = std::time::Instant::now() + T;
+    while status(&edge)[0].sessions > 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(status(&edge)[0].sessions, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_42_bosh_client_is_held_back_and_a_frozen_server_ends_the_session() {
+    let prosody = Prosody::start();
+    let edge = edge(&format!(
+        "{FROZEN_LIMIT}[hosts.localhost]\nupstreams = [\"{}\"]\n",
+        prosody.addr()
+    ))
+    .await;
+    let (client, created) = BoshClient::create(edge.addr, "wait='20' hold='1'").await;
+    assert!(
+        created.body.contains("<stream:features"),
+        "{}",
+        created.body
+    );
+    prosody.freeze();
+    // Like a client with hold=1: two requests in flight, a new one as soon
+    // as one is answered.
+    let mut in_flight = futures_util::stream::FuturesUnordered::new();
+    let mut rid = client.first_rid;
+    let mut pushed = 0;
+    let mut ends = Vec::new();
+    let started = std::time::Instant::now();
+    loop {
+        while in_flight.len() < 2 && pushed < TRIED {
+            rid += 1;
+            let (client, payload) = (client.clone(), big_message(rid as usize));
+            in_flight.push(async move { client.request(rid, "", &payload).await });
+            pushed += 200_000;
+        }
+        let next = futures_util::StreamExt::next(&mut in_flight);
+        let Ok(Some(response)) = tokio::time::timeout(T, next).await else {
+            panic!("BOSH requests hung after {} MB", pushed >> 20);
+        };
+        if response.body.contains("type='terminate'") {
+            // The held request carries the reason; the other one finds the
+            // session gone.
+            ends.push(response.body);
+            while let Ok(Some(other)) =
+                tokio::time::timeout(T, futures_util::StreamExt::next(&mut in_flight)).await
+            {
+                ends.push(other.body);
+            }
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "never ended");
+    }
+    prosody.thaw();
+    assert!(
+        pushed < HELD_BACK_WITHIN,
+        "the client pushed {} MB at a server that reads nothing",
+        pushed >> 20
+    );
+    assert!(
+        ends.iter()
+            .any(|b| condition(b).as_deref() == Some("remote-connection-failed")),
+        "{ends:?}"
+    );
+    assert_eq!(status(&edge)[0].sessions, 0);
+}
+
+/// UP-1, BOSH-100: a static mapping wins over DNS: no query is made at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_1_static_mapping_asks_no_dns() {
+    let prosody = Prosody::start();
+    let zone = Zone::default().srv(
+        "_xmpp-client._tcp.example.test.",
+        10,
+        1,
+        free_port(),
+        "elsewhere.test.",
+    );
+    let dns = TestDns::start(zone).await;
+    let edge = edge(&format!(
+        "[dns]\nnameservers = [\"{}\"]\n[hosts.\"example.test\"]\nupstreams = [\"{}\"]\n",
+        dns.addr,
+        prosody.addr()
+    ))
+    .await;
+    let _a = login_to(edge.addr, SRV_DOMAIN, "alice", "alice-secret", "s").await;
+    assert!(dns.queries.lock().is_empty(), "{:?}", dns.queries.lock());
 }

@@ -124,9 +124,14 @@ async fn ws_5_47_plain_get_and_wrong_version_are_not_upgraded() {
     assert_eq!(r.header("sec-websocket-version"), Some("13"));
 }
 
+/// UP-48, UP-50: our closing tag goes up, Prosody's comes back, and only
+/// then does the client get its `<close/>`. UP-27: the restart brings a
+/// new stream id (checked by `login`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ws_17_to_26_login_restart_bind_roster_presence_and_close() {
-    let (_prosody, edge) = setup("").await;
+    // A long close timeout: the <close/> must answer Prosody's closing tag
+    // (UP-48), not our timer.
+    let (_prosody, edge) = setup("[websocket]\nclose_timeout_secs = 60\n").await;
     let (mut c, jid) = login(edge.addr, "alice", "alice-secret", "ws").await;
     assert_eq!(jid, "alice@localhost/ws");
     assert_eq!(edge.state.sessions.ws_count(), 1);
@@ -144,10 +149,17 @@ async fn ws_17_to_26_login_restart_bind_roster_presence_and_close() {
         .expect("own presence", |t| t.starts_with("<presence"))
         .await;
     assert!(presence.contains("alice@localhost/ws"), "{presence}");
-    // WS-25: client-initiated close.
+    // WS-25: client-initiated close, answered once Prosody has closed its
+    // stream (xmpp.js waits for this answer on every logout).
+    let asked = std::time::Instant::now();
     c.send(CLOSE).await;
     let reply = c.text().await;
     assert_eq!(reply, CLOSE);
+    assert!(
+        asked.elapsed() < Duration::from_secs(15),
+        "<close/> came from our close timeout, not from the server: {:?}",
+        asked.elapsed()
+    );
     c.ws.close(None).await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(edge.state.sessions.ws_count(), 0);
@@ -292,6 +304,7 @@ async fn ws_7_10_16_29_error_cases_end_with_a_stream_error_and_a_close() {
     );
 }
 
+/// UP-49: our own server failing is `internal-server-error`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ws_29_upstream_down_is_internal_server_error() {
     let edge = Edge::start(config(&format!("127.0.0.1:{}", free_port()), "")).await;
@@ -606,4 +619,71 @@ async fn ws_8_37_unmasked_client_frame_closes_with_1002() {
         .windows(4)
         .any(|w| w[0] == 0x88 && w[2] == 0x03 && w[3] == 0xea);
     assert!(close, "no close 1002 in {got:?}");
+}
+
+/// UP-51, UP-60, UP-61, UP-63: XEP-0198 through xmpp-edge. The nonzas pass
+/// unchanged, the server's `h` counts exactly the client's stanzas (nothing
+/// injected), a client that vanishes leaves a resumable session upstream
+/// (no closing tag), and a new WebSocket resumes it and gets the unacked
+/// stanzas again, once and in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_51_60_61_63_stream_management_survives_the_relay() {
+    let (_prosody, edge) = setup("").await;
+    let (mut c, jid) = login(edge.addr, "alice", "alice-secret", "sm").await;
+    c.send("<enable xmlns='urn:xmpp:sm:3' resume='true'/>")
+        .await;
+    let enabled = c.expect("enabled", |t| t.starts_with("<enabled")).await;
+    assert!(enabled.contains("urn:xmpp:sm:3"), "{enabled}");
+    assert_eq!(
+        attr(&enabled, "resume").as_deref(),
+        Some("true"),
+        "{enabled}"
+    );
+    let previd = attr(&enabled, "id").expect("resumption id");
+    // Five stanzas to ourselves: each counts once on the way up...
+    for i in 0..5 {
+        c.send(&format!(
+            "<message to='{jid}' type='chat' xmlns='jabber:client'><body>sm {i}</body></message>"
+        ))
+        .await;
+    }
+    c.send("<r xmlns='urn:xmpp:sm:3'/>").await;
+    // ...and comes back down (around the ack); we acknowledge none of them.
+    let (mut echoed, mut ack) = (0, None);
+    while echoed < 5 || ack.is_none() {
+        let t = c
+            .expect("echo or ack", |t| {
+                t.starts_with("<message") || t.starts_with("<a ")
+            })
+            .await;
+        if t.starts_with("<a ") {
+            ack = attr(&t, "h");
+        } else {
+            assert!(t.contains(&format!("sm {echoed}<")), "{t}");
+            echoed += 1;
+        }
+    }
+    assert_eq!(ack.as_deref(), Some("5"));
+    // The client vanishes without <close/>.
+    drop(c);
+    let mut c = common::ws::authenticate(edge.addr, "alice", "alice-secret").await;
+    c.send(&format!(
+        "<resume xmlns='urn:xmpp:sm:3' previd='{previd}' h='0'/>"
+    ))
+    .await;
+    let resumed = c
+        .expect("resumed", |t| {
+            t.starts_with("<resumed") || t.starts_with("<failed")
+        })
+        .await;
+    assert!(resumed.starts_with("<resumed"), "{resumed}");
+    assert_eq!(attr(&resumed, "previd").as_deref(), Some(previd.as_str()));
+    assert_eq!(attr(&resumed, "h").as_deref(), Some("5"), "{resumed}");
+    for i in 0..5 {
+        let t = c.expect("resent", |t| t.starts_with("<message")).await;
+        assert!(t.contains(&format!("sm {i}<")), "{t}");
+    }
+    c.send("<r xmlns='urn:xmpp:sm:3'/>").await;
+    let ack = c.expect("ack", |t| t.starts_with("<a ")).await;
+    assert_eq!(attr(&ack, "h").as_deref(), Some("5"), "{ack}");
 }

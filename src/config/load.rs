@@ -239,10 +239,18 @@ fn validate(c: &Config) -> Result<(), Invalid> {
         ));
     }
     let u = &c.upstream;
-    if u.connect_timeout_secs == 0 {
+    for (key, value) in [
+        ("connect_timeout_secs", u.connect_timeout_secs),
+        ("write_timeout_secs", u.write_timeout_secs),
+    ] {
+        if value == 0 {
+            return Err(at(&["upstream", key], "must be at least 1"));
+        }
+    }
+    if u.max_write_queue_bytes < 4096 {
         return Err(at(
-            &["upstream", "connect_timeout_secs"],
-            "must be at least 1",
+            &["upstream", "max_write_queue_bytes"],
+            "must be at least 4096",
         ));
     }
     if u.max_stanza_bytes < 4096 {

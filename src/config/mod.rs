@@ -224,6 +224,12 @@ pub struct UpstreamConfig {
     pub handshake_timeout_secs: u16,
     /// Time to wait for the server's closing tag after ours, seconds.
     pub close_timeout_secs: u16,
+    /// A write to the server that makes no progress for this long means the
+    /// connection is dead (UP-42), seconds.
+    pub write_timeout_secs: u16,
+    /// Client data waiting for a server that does not read it fast enough,
+    /// bytes, beyond which xmpp-edge stops reading from that client.
+    pub max_write_queue_bytes: usize,
     /// Largest element accepted from the server, bytes; one element of this
     /// size may be buffered per session while it arrives.
     pub max_stanza_bytes: usize,
@@ -249,6 +255,8 @@ impl Default for UpstreamConfig {
             connect_timeout_secs: 5,
             handshake_timeout_secs: 10,
             close_timeout_secs: 5,
+            write_timeout_secs: 30,
+            max_write_queue_bytes: 256 * 1024,
             max_stanza_bytes: 256 * 1024,
             max_depth: 32,
             failure_threshold: 2,
@@ -451,6 +459,8 @@ impl Config {
             connect_timeout: secs(u.connect_timeout_secs),
             handshake_timeout: secs(u.handshake_timeout_secs),
             close_timeout: secs(u.close_timeout_secs),
+            write_timeout: secs(u.write_timeout_secs),
+            max_write_queue: u.max_write_queue_bytes,
             splitter: self.splitter_limits(),
         }
     }

@@ -58,6 +58,10 @@ pub async fn post(
         }
         Some(sid) => match state.sessions.bosh(sid) {
             Some(session) => {
+                if !request.payload.is_empty() {
+                    let window = usize::from(state.config.bosh.max_hold) + 1;
+                    session.room_for_payload(window).await;
+                }
                 let submitted = session.submit(clock::now(), request);
                 wait_reply(&session, submitted, reply_timeout(&state)).await
             }

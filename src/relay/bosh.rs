@@ -8,7 +8,8 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -45,7 +46,18 @@ pub struct BoshShared {
     sid: Sid,
     inner: Mutex<Inner>,
     wake: Notify,
+    /// The server is behind on client data (or not connected yet).
+    congested: AtomicBool,
+    /// Signalled when `congested` clears or the session ends.
+    room: Notify,
+    /// Requests waiting for room.
+    room_waiters: AtomicUsize,
 }
+
+/// Longest a payload waits for a congested server before it is handed over
+/// anyway; a server that takes nothing at all is cut off by the write
+/// timeout (UP-42) instead.
+const ROOM_WAIT: Duration = Duration::from_secs(10);
 
 #[derive(Debug)]
 struct Inner {
@@ -100,6 +112,9 @@ impl BoshShared {
                 next_req: creation + 1,
             }),
             wake: Notify::new(),
+            congested: AtomicBool::new(false),
+            room: Notify::new(),
+            room_waiters: AtomicUsize::new(0),
         });
         {
             let mut inner = shared.inner.lock();
@@ -116,6 +131,48 @@ impl BoshShared {
     /// The XMPP domain.
     pub fn domain(&self) -> String {
         self.inner.lock().core.domain().to_owned()
+    }
+
+    /// Waits while the server is behind on client data, so a client cannot
+    /// pile payloads up in xmpp-edge faster than the server reads them. At
+    /// most `max_waiting` requests wait (the session's request window);
+    /// more go straight to the core, which judges them.
+    pub async fn room_for_payload(&self, max_waiting: usize) {
+        if !self.congested.load(Ordering::Acquire) {
+            return;
+        }
+        // Counted until this request stops waiting, even if its HTTP
+        // connection goes away meanwhile.
+        struct Waiting<'a>(&'a AtomicUsize);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+        let previous = self.room_waiters.fetch_add(1, Ordering::AcqRel);
+        let _waiting = Waiting(&self.room_waiters);
+        if previous >= max_waiting {
+            return;
+        }
+        let _ = tokio::time::timeout(ROOM_WAIT, async {
+            loop {
+                let notified = self.room.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                if !self.congested.load(Ordering::Acquire) || self.ended().is_some() {
+                    return;
+                }
+                notified.await;
+            }
+        })
+        .await;
+    }
+
+    fn set_congested(&self, congested: bool) {
+        self.congested.store(congested, Ordering::Release);
+        if !congested {
+            self.room.notify_waiters();
+        }
     }
 
     /// Hands a request to the core.
@@ -225,11 +282,16 @@ impl ClientSide for BoshRelay {
         self.shared.wake.notified()
     }
 
+    fn upstream_congested(&mut self, congested: bool) {
+        self.shared.set_congested(congested);
+    }
+
     fn on_client(&mut self, _now: Instant, _input: ()) {}
 
     fn finished(&mut self) {
         let reason = self.shared.ended();
         tracing::info!(?reason, "session ended");
+        self.shared.set_congested(false);
         self.table.remove_bosh(self.shared.sid, &self.shared);
     }
 }

@@ -8,9 +8,11 @@
 //! re-arm the single timer if the core's deadline moved, then wait for
 //! whichever comes first: upstream data (only while the core accepts more,
 //! which is how a slow client pushes back on the server), socket
-//! writability, client-side work, or the deadline. After the core asks to
-//! close or abort, the connection is handed to a short-lived task and the
-//! loop keeps serving the core's timers until the session is over.
+//! writability, client-side work, or the deadline. After the core closes
+//! the stream, the connection is still read until the server closes its
+//! side (clients such as xmpp.js wait for that answer); an abort hands it to
+//! a short-lived task at once. When the session is over, a closing
+//! connection is finished in the background.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -50,6 +52,9 @@ pub trait ClientSide: Send + 'static {
     fn client_ready(&mut self) -> impl Future<Output = Self::ClientInput> + Send + '_;
     /// Handles what [`Self::client_ready`] produced.
     fn on_client(&mut self, now: Instant, input: Self::ClientInput);
+    /// The server is not taking client data fast enough (or is not connected
+    /// yet): stop reading from the client until this is called with `false`.
+    fn upstream_congested(&mut self, congested: bool);
     /// Called once when the loop ends.
     fn finished(&mut self);
 }
@@ -59,10 +64,15 @@ type Connecting = Pin<Box<dyn Future<Output = Result<Connected, UpstreamFailure>
 /// Runs the session until it is over, connecting upstream when the client
 /// side names its route.
 pub async fn drive<S: ClientSide>(mut side: S, upstreams: Arc<Upstreams>) {
+    let settings = Arc::clone(upstreams.settings());
     let mut conn: Option<UpstreamConn> = None;
     let mut lease: Option<Lease> = None;
     let mut connecting: Option<Connecting> = None;
     let mut routed = false;
+    // Our closing tag is queued: nothing more is written, but the server's
+    // remaining stanzas and its own closing tag are still read (UP-48, UP-50).
+    let mut closing = false;
+    let mut congested = false;
     let mut actions = VecDeque::new();
     let mut events = Vec::new();
     let sleep = tokio::time::sleep(Duration::from_secs(3600));
@@ -83,31 +93,28 @@ pub async fn drive<S: ClientSide>(mut side: S, upstreams: Arc<Upstreams>) {
                 _ => actions.clear(),
             }
         }
-        if conn.is_some() {
+        if conn.is_some() && !closing {
             side.take_actions(&mut actions);
         } else if connecting.is_none() {
-            // No upstream (failed, or never needed): nothing to write to.
+            // Nothing to write to (failed, never needed, or closing).
             side.take_actions(&mut actions);
             actions.clear();
         }
-        while conn.is_some()
+        while let Some(c) = conn.as_mut()
             && let Some(action) = actions.pop_front()
         {
-            let Some(c) = conn.as_mut() else {
-                break;
-            };
-            if let Some(finish) = c.apply(action)
-                && let Some(c) = conn.take()
-            {
-                let close_timeout = upstreams.settings().close_timeout;
-                let task = async move {
-                    match finish {
-                        Finish::Close => c.close_gracefully(close_timeout).await,
-                        Finish::Abort => c.abort().await,
+            match c.apply(action) {
+                None => {}
+                Some(Finish::Close) => {
+                    closing = true;
+                    actions.clear();
+                }
+                Some(Finish::Abort) => {
+                    if let Some(c) = conn.take() {
+                        tokio::spawn(c.abort().in_current_span());
                     }
-                };
-                tokio::spawn(task.in_current_span());
-                actions.clear();
+                    actions.clear();
+                }
             }
         }
         if let Some(c) = conn.as_mut()
@@ -115,14 +122,21 @@ pub async fn drive<S: ClientSide>(mut side: S, upstreams: Arc<Upstreams>) {
             && let Err(failure) = c.try_flush()
         {
             conn = None;
-            if let Some(lease) = &lease {
-                lease.report_lost();
-            }
-            side.on_upstream(clock::now(), &mut vec![UpstreamEvent::Failed(failure)]);
+            upstream_failed(&mut side, lease.as_ref(), closing, failure);
             continue;
         }
         if side.is_done() {
             break;
+        }
+        // Client input waits while the server is not taking what it already
+        // has, or before there is a server at all: client data never piles up.
+        let now_congested = connecting.is_some()
+            || conn
+                .as_ref()
+                .is_some_and(|c| c.queued_bytes() > settings.max_write_queue);
+        if now_congested != congested {
+            congested = now_congested;
+            side.upstream_congested(congested);
         }
         let deadline = side.next_deadline();
         if deadline != armed {
@@ -133,6 +147,10 @@ pub async fn drive<S: ClientSide>(mut side: S, upstreams: Arc<Upstreams>) {
         }
         let can_read = conn.as_ref().is_some_and(|c| !c.read_done()) && side.wants_upstream_data();
         let must_write = conn.as_ref().is_some_and(UpstreamConn::has_pending_writes);
+        let write_deadline = conn
+            .as_ref()
+            .and_then(UpstreamConn::write_stalled_since)
+            .map(|since| tokio::time::Instant::from_std(since + settings.write_timeout));
         tokio::select! {
             result = connected(connecting.as_mut()), if connecting.is_some() => {
                 connecting = None;
@@ -156,7 +174,7 @@ pub async fn drive<S: ClientSide>(mut side: S, upstreams: Arc<Upstreams>) {
                     }
                 }
                 let lost = events.iter().any(|e| matches!(e, UpstreamEvent::Failed(UpstreamFailure::Lost(_))));
-                if lost && let Some(lease) = &lease {
+                if lost && !closing && let Some(lease) = &lease {
                     // A server that drops sessions is taken out of rotation.
                     lease.report_lost();
                 }
@@ -166,6 +184,16 @@ pub async fn drive<S: ClientSide>(mut side: S, upstreams: Arc<Upstreams>) {
                 }
             }
             _ = writable(conn.as_ref()), if must_write => {}
+            () = stall(write_deadline), if write_deadline.is_some() => {
+                // UP-42: a server that stops reading is as good as gone.
+                conn = None;
+                let failure = UpstreamFailure::Lost(format!(
+                    "the server took no data for {} s",
+                    settings.write_timeout.as_secs()
+                ));
+                tracing::warn!("upstream write stalled: {failure}");
+                upstream_failed(&mut side, lease.as_ref(), closing, failure);
+            }
             input = side.client_ready() => side.on_client(clock::now(), input),
             () = &mut sleep, if armed.is_some() => {
                 armed = None;
@@ -175,9 +203,39 @@ pub async fn drive<S: ClientSide>(mut side: S, upstreams: Arc<Upstreams>) {
     }
     side.finished();
     if let Some(c) = conn {
-        tokio::spawn(c.abort().in_current_span());
+        let task = async move {
+            if closing {
+                c.close_gracefully(settings.close_timeout).await;
+            } else {
+                // The client vanished: no closing tag, so the server keeps
+                // a resumable session (UP-51).
+                c.abort().await;
+            }
+        };
+        tokio::spawn(task.in_current_span());
     }
     drop(lease);
+}
+
+/// The connection broke: counts against the server unless we were leaving
+/// it anyway, and tells the core.
+fn upstream_failed<S: ClientSide>(
+    side: &mut S,
+    lease: Option<&Lease>,
+    closing: bool,
+    failure: UpstreamFailure,
+) {
+    if !closing && let Some(lease) = lease {
+        lease.report_lost();
+    }
+    side.on_upstream(clock::now(), &mut vec![UpstreamEvent::Failed(failure)]);
+}
+
+async fn stall(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn connected(connecting: Option<&mut Connecting>) -> Result<Connected, UpstreamFailure> {

@@ -45,6 +45,8 @@ pub struct WsRelay {
     out_bytes: usize,
     flush_pending: bool,
     read_closed: bool,
+    /// The server is behind on client data: frames wait in the socket.
+    reading_paused: bool,
     write_broken: bool,
     close_queued: bool,
     ended_at: Option<Instant>,
@@ -81,6 +83,7 @@ impl WsRelay {
             out_bytes: 0,
             flush_pending: false,
             read_closed: false,
+            reading_paused: false,
             write_broken: false,
             close_queued: false,
             ended_at: None,
@@ -159,6 +162,7 @@ impl WsRelay {
             return Poll::Ready(WsInput::Flushed(result));
         }
         if !self.read_closed
+            && !self.reading_paused
             && let Poll::Ready(frame) = self.socket.poll_next_unpin(cx)
         {
             return Poll::Ready(WsInput::Frame(frame));
@@ -271,6 +275,10 @@ impl ClientSide for WsRelay {
     fn is_done(&mut self) -> bool {
         self.core.ended().is_some()
             && (self.write_broken || (self.out.is_empty() && !self.flush_pending))
+    }
+
+    fn upstream_congested(&mut self, congested: bool) {
+        self.reading_paused = congested;
     }
 
     async fn client_ready(&mut self) -> WsInput {

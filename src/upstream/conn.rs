@@ -11,7 +11,7 @@
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Read, Write};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
 use rustls::ClientConnection;
@@ -46,6 +46,10 @@ pub struct ConnSettings {
     pub handshake_timeout: Duration,
     /// Wait for the server's closing tag after ours.
     pub close_timeout: Duration,
+    /// A write making no progress this long means the connection is dead.
+    pub write_timeout: Duration,
+    /// Client data waiting for the server beyond which the client is not read.
+    pub max_write_queue: usize,
     /// Bounds on server elements.
     pub splitter: SplitterLimits,
 }
@@ -59,6 +63,8 @@ pub struct UpstreamConn {
     write_queue: VecDeque<Bytes>,
     /// No more reads: the server closed its stream or the connection failed.
     read_done: bool,
+    /// Since when queued bytes have waited without the socket taking any.
+    stalled_since: Option<Instant>,
 }
 
 impl std::fmt::Debug for UpstreamConn {
@@ -108,6 +114,7 @@ impl UpstreamConn {
             splitter: Splitter::new(limits),
             write_queue: VecDeque::new(),
             read_done: false,
+            stalled_since: None,
         }
     }
 
@@ -124,9 +131,10 @@ impl UpstreamConn {
             .map(|k| k == rustls::HandshakeKind::Resumed)
     }
 
-    /// The socket, for a final liveness check of pre-dialed connections.
-    pub(crate) fn stream(&self) -> &TcpStream {
-        &self.stream
+    /// Whether a pre-dialed connection is still usable: open, and quiet
+    /// apart from TLS housekeeping (session tickets), which is processed.
+    pub fn is_idle_alive(&mut self) -> bool {
+        matches!(self.fill(), Ok(false)) && self.read_buf.is_empty()
     }
 
     /// Queues raw bytes (already-serialised XML).
@@ -171,6 +179,11 @@ impl UpstreamConn {
         self.splitter.reset();
     }
 
+    /// Bytes queued for the server and not yet handed to TLS or the socket.
+    pub fn queued_bytes(&self) -> usize {
+        self.write_queue.iter().map(Bytes::len).sum()
+    }
+
     /// Whether queued bytes wait for the socket.
     pub fn has_pending_writes(&self) -> bool {
         !self.write_queue.is_empty() || self.tls.as_ref().is_some_and(|t| t.wants_write())
@@ -183,35 +196,59 @@ impl UpstreamConn {
 
     /// Writes as much of the queue as the socket takes without waiting.
     pub fn try_flush(&mut self) -> Result<(), UpstreamFailure> {
+        let written = self.write_some()?;
+        self.stalled_since = if !self.has_pending_writes() {
+            None
+        } else if written > 0 {
+            Some(crate::clock::now())
+        } else {
+            self.stalled_since.or_else(|| Some(crate::clock::now()))
+        };
+        Ok(())
+    }
+
+    /// Since when the server has taken none of the bytes waiting for it
+    /// (UP-42); `None` while nothing waits or writes make progress.
+    pub fn write_stalled_since(&self) -> Option<Instant> {
+        self.stalled_since
+    }
+
+    /// Bytes handed to the socket.
+    fn write_some(&mut self) -> Result<usize, UpstreamFailure> {
         let lost = |e: io::Error| UpstreamFailure::Lost(e.to_string());
         let Some(tls) = &mut self.tls else {
             return Self::flush_plain(&self.stream, &mut self.write_queue).map_err(lost);
         };
+        let mut total = 0;
         loop {
             Self::move_plaintext(tls, &mut self.write_queue).map_err(lost)?;
             if !tls.wants_write() {
-                return Ok(());
+                return Ok(total);
             }
             match tls.write_tls(&mut TryWriter(&self.stream)) {
                 Ok(0) => return Err(UpstreamFailure::Lost("write returned 0".into())),
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Ok(n) => total += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(total),
                 Err(e) => return Err(lost(e)),
             }
         }
     }
 
-    fn flush_plain(stream: &TcpStream, queue: &mut VecDeque<Bytes>) -> io::Result<()> {
+    fn flush_plain(stream: &TcpStream, queue: &mut VecDeque<Bytes>) -> io::Result<usize> {
+        let mut total = 0;
         while !queue.is_empty() {
             let slices: Vec<IoSlice<'_>> = queue.iter().take(16).map(|b| IoSlice::new(b)).collect();
             match stream.try_write_vectored(&slices) {
                 Ok(0) => return Err(io::Error::new(io::ErrorKind::WriteZero, "write returned 0")),
-                Ok(written) => advance_queue(queue, written),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Ok(written) => {
+                    advance_queue(queue, written);
+                    total += written;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(total),
                 Err(e) => return Err(e),
             }
         }
-        Ok(())
+        Ok(total)
     }
 
     /// Hands queued plaintext to rustls, as much as its buffer limit takes.
@@ -236,6 +273,18 @@ impl UpstreamConn {
         self.stream.writable().await
     }
 
+    /// Acknowledges received data at once. Servers that leave Nagle on
+    /// (Prosody does, and cannot turn it off under TLS) hold their second
+    /// small write until our ACK, which Linux would delay by up to 40 ms:
+    /// a stream header and its features in two TLS records took 45 ms.
+    /// Quick-ACK mode is not sticky, so it is re-armed after every read.
+    fn ack_now(&self) {
+        #[cfg(target_os = "linux")]
+        {
+            let _ = socket2::SockRef::from(&self.stream).set_tcp_quickack(true);
+        }
+    }
+
     /// Reads what the socket has into the read buffer; `Ok(true)` at end of stream.
     fn fill(&mut self) -> Result<bool, UpstreamFailure> {
         let lost = |e: io::Error| UpstreamFailure::Lost(e.to_string());
@@ -245,7 +294,10 @@ impl UpstreamConn {
             }
             return match self.stream.try_read_buf(&mut self.read_buf) {
                 Ok(0) => Ok(true),
-                Ok(_) => Ok(false),
+                Ok(_) => {
+                    self.ack_now();
+                    Ok(false)
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
                 Err(e) => Err(lost(e)),
             };
@@ -255,7 +307,12 @@ impl UpstreamConn {
         let mut eof = false;
         match tls.read_tls(&mut TryReader(&self.stream)) {
             Ok(0) => eof = true,
-            Ok(_) => {}
+            Ok(_) => {
+                #[cfg(target_os = "linux")]
+                {
+                    let _ = socket2::SockRef::from(&self.stream).set_tcp_quickack(true);
+                }
+            }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             Err(e) => return Err(lost(e)),
         }

@@ -84,6 +84,8 @@ pub struct Upstream {
     health: Mutex<Health>,
     sessions: AtomicUsize,
     warm: Mutex<Vec<WarmConn>>,
+    /// Wakes the refill task when a pre-dialed connection was taken.
+    warm_taken: tokio::sync::Notify,
     connects: AtomicU64,
     failures: AtomicU64,
     tls_resumptions: AtomicU64,
@@ -131,6 +133,7 @@ impl Upstream {
             }),
             sessions: AtomicUsize::new(0),
             warm: Mutex::new(Vec::new()),
+            warm_taken: tokio::sync::Notify::new(),
             connects: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             tls_resumptions: AtomicU64::new(0),
@@ -587,14 +590,18 @@ impl Upstreams {
     fn take_warm(&self, upstream: &Upstream) -> Option<UpstreamConn> {
         let now = clock::now();
         let mut pool = upstream.warm.lock();
-        while let Some(warm) = pool.pop() {
+        let mut taken = None;
+        while let Some(mut warm) = pool.pop() {
             if now.saturating_duration_since(warm.since) < self.health.warm_max_idle
-                && is_alive(warm.conn.stream())
+                && warm.conn.is_idle_alive()
             {
-                return Some(warm.conn);
+                taken = Some(warm.conn);
+                break;
             }
         }
-        None
+        drop(pool);
+        upstream.warm_taken.notify_one();
+        taken
     }
 
     /// Starts the background work: active health checks and warm pools.
@@ -624,12 +631,6 @@ impl Upstreams {
             }
         }
     }
-}
-
-/// A quiet socket is alive; data or end-of-stream before our header is not.
-fn is_alive(stream: &tokio::net::TcpStream) -> bool {
-    let mut probe = [0u8; 1];
-    matches!(stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
 }
 
 /// Active health check: TCP connect and a stream header exchange (UP-7).
@@ -668,17 +669,24 @@ async fn probe_once(
         .hosts
         .get(domain)
         .ok_or(UpstreamFailure::HostUnknown)?;
-    // A PROXY-protocol listener needs a header: LOCAL (v2) or UNKNOWN (v1) says "health check".
+    let stream = connect_tcp(&upstream.candidate, &pools.dns, &pools.settings).await?;
+    // A PROXY-protocol listener needs a header; the probe is our own
+    // connection, so it names its own endpoints (LOCAL in v2).
+    let own = ClientInfo {
+        source: stream.local_addr().ok(),
+        destination: stream.peer_addr().ok(),
+        ..ClientInfo::default()
+    };
     let header = upstream.proxy.map(|v| match v {
-        ProxyVersion::V1 => proxy_protocol::v1(&ClientInfo::default()),
-        ProxyVersion::V2 => proxy_protocol::v2(&ClientInfo::default(), false),
+        ProxyVersion::V1 => proxy_protocol::v1(&own),
+        ProxyVersion::V2 => proxy_protocol::v2_local(&own),
     });
-    let conn = open_transport(
-        &upstream.candidate,
+    let conn = secure_transport(
+        stream,
+        upstream.candidate.tls,
         domain,
         &route.tls,
         header.as_deref(),
-        &pools.dns,
         &pools.settings,
     )
     .await?;
@@ -720,8 +728,8 @@ async fn warm_loop(pools: Weak<Upstreams>, domain: String, upstream: Arc<Upstrea
         };
         let now = clock::now();
         let max_idle = pools.health.warm_max_idle;
-        upstream.warm.lock().retain(|w| {
-            now.saturating_duration_since(w.since) < max_idle && is_alive(w.conn.stream())
+        upstream.warm.lock().retain_mut(|w| {
+            now.saturating_duration_since(w.since) < max_idle && w.conn.is_idle_alive()
         });
         let missing = size.saturating_sub(upstream.warm.lock().len());
         if missing > 0
@@ -756,6 +764,85 @@ async fn warm_loop(pools: Weak<Upstreams>, domain: String, upstream: Arc<Upstrea
             }
         }
         drop(pools);
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        // Refill as soon as one is taken; otherwise look again for stale ones.
+        let _ = tokio::time::timeout(Duration::from_secs(1), upstream.warm_taken.notified()).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> HealthSettings {
+        HealthSettings {
+            failure_threshold: 2,
+            backoff_initial: Duration::from_secs(2),
+            backoff_max: Duration::from_secs(10),
+            check_interval: None,
+            warm_max_idle: Duration::from_secs(20),
+        }
+    }
+
+    fn upstream(weight: u16) -> Upstream {
+        let candidate = Candidate {
+            host: "127.0.0.1".into(),
+            port: 5222,
+            tls: TlsMode::None,
+            priority: 0,
+            weight,
+        };
+        Upstream::new(candidate, None, &settings())
+    }
+
+    #[test]
+    fn taken_out_after_the_threshold_with_growing_backoff() {
+        let s = settings();
+        let u = upstream(1);
+        let t0 = clock::now();
+        u.record_failure(t0, &s);
+        assert!(u.eligible(t0), "one failure is below the threshold");
+        u.record_failure(t0, &s);
+        assert!(!u.eligible(t0));
+        // Jittered 2 s: back within 1.6..2.4 s.
+        assert!(!u.eligible(t0 + Duration::from_millis(1500)));
+        assert!(u.eligible(t0 + Duration::from_millis(2500)));
+        // The trial fails: the next back-off is about 4 s.
+        let t1 = t0 + Duration::from_millis(2500);
+        u.record_failure(t1, &s);
+        assert!(!u.eligible(t1 + Duration::from_millis(3000)));
+        assert!(u.eligible(t1 + Duration::from_millis(5000)));
+    }
+
+    #[test]
+    fn backoff_is_capped_and_reset_by_a_success() {
+        let s = settings();
+        let u = upstream(1);
+        let mut t = clock::now();
+        for _ in 0..10 {
+            u.record_failure(t, &s);
+            t += Duration::from_secs(60);
+        }
+        assert!(u.health.lock().backoff <= s.backoff_max);
+        u.record_success(&s);
+        assert!(u.eligible(t));
+        assert_eq!(u.health.lock().backoff, s.backoff_initial);
+        assert_eq!(u.health.lock().consecutive_failures, 0);
+    }
+
+    #[test]
+    fn load_is_sessions_per_weight() {
+        let s = settings();
+        let light = Arc::new(upstream(1));
+        let heavy = Arc::new(upstream(3));
+        let _a = Lease::new(Arc::clone(&light), s);
+        let _b = Lease::new(Arc::clone(&heavy), s);
+        let _c = Lease::new(Arc::clone(&heavy), s);
+        assert!(heavy.load() < light.load());
+        drop(_a);
+        assert_eq!(
+            light.sessions.load(Ordering::Relaxed),
+            0,
+            "a lease frees its count"
+        );
     }
 }

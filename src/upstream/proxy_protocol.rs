@@ -79,6 +79,17 @@ pub fn v1(info: &ClientInfo) -> Vec<u8> {
     }
 }
 
+/// A version 2 LOCAL header (a connection of xmpp-edge's own, such as a
+/// health check). It carries the connection's own endpoints: the spec lets
+/// receivers ignore them, and some (ejabberd 23.01) refuse LOCAL without them.
+pub fn v2_local(own: &ClientInfo) -> Vec<u8> {
+    let mut header = v2(own, false);
+    if header.len() > 12 {
+        header[12] = 0x20;
+    }
+    header
+}
+
 /// The version 2 header (UP-12), with TLVs when `with_tlvs` (UP-17).
 pub fn v2(info: &ClientInfo, with_tlvs: bool) -> Vec<u8> {
     let mut out = Vec::with_capacity(64);
@@ -264,6 +275,13 @@ mod tests {
     #[test]
     fn crc32c_check_value() {
         assert_eq!(crc32c(b"123456789"), 0xE306_9283);
+    }
+
+    #[test]
+    fn v2_local_keeps_the_connection_endpoints() {
+        let h = v2_local(&info("127.0.0.1:40000", "127.0.0.1:5222"));
+        assert_eq!((h[12], h[13]), (0x20, 0x11));
+        assert_eq!(h.len(), 28);
     }
 
     #[test]

@@ -181,6 +181,16 @@ impl Prosody {
             .status();
     }
 
+    /// Freezes the server (SIGSTOP): connections stay open, nothing is read.
+    pub fn freeze(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a frozen server run again.
+    pub fn thaw(&self) {
+        self.signal("-CONT");
+    }
+
     /// Kills the server abruptly, like a crash: connections are reset with no closing tag.
     pub fn crash(&mut self) {
         let _ = self.child.kill();

@@ -153,6 +153,24 @@ pub async fn login(
     password: &str,
     resource: &str,
 ) -> (WsClient, String) {
+    let mut c = authenticate(addr, user, password).await;
+    c.send(&format!(
+        "<iq type='set' id='bind_1' xmlns='jabber:client'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>{resource}</resource></bind></iq>"
+    ))
+    .await;
+    let bound = c.expect("bind result", |t| t.contains("bind_1")).await;
+    let jid = bound
+        .split("<jid>")
+        .nth(1)
+        .and_then(|s| s.split("</jid>").next())
+        .expect("jid")
+        .to_owned();
+    (c, jid)
+}
+
+/// Authenticates with SASL PLAIN and restarts the stream, stopping before
+/// resource binding (where XEP-0198 resumption goes instead).
+pub async fn authenticate(addr: SocketAddr, user: &str, password: &str) -> WsClient {
     let mut c = connect(addr).await;
     c.send(OPEN).await;
     let open = c.text().await;
@@ -185,16 +203,5 @@ pub async fn login(
         features.contains("urn:ietf:params:xml:ns:xmpp-bind"),
         "{features}"
     );
-    c.send(&format!(
-        "<iq type='set' id='bind_1' xmlns='jabber:client'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>{resource}</resource></bind></iq>"
-    ))
-    .await;
-    let bound = c.expect("bind result", |t| t.contains("bind_1")).await;
-    let jid = bound
-        .split("<jid>")
-        .nth(1)
-        .and_then(|s| s.split("</jid>").next())
-        .expect("jid")
-        .to_owned();
-    (c, jid)
+    c
 }

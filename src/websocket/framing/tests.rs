@@ -432,6 +432,7 @@ fn ws_7_37_invalid_utf8_closes_with_1007() {
     );
 }
 
+/// UP-56: the client-side stanza limit.
 #[test]
 fn ws_16_37_oversize_message_closes_with_1009() {
     let mut h = H::open();

@@ -270,6 +270,7 @@ fn header_in_wrong_namespace_is_invalid_namespace() {
     assert_eq!(err.stream_condition(), "invalid-namespace");
 }
 
+/// UP-56: the server-side stanza limit.
 #[test]
 fn oversize_element_fails_before_it_completes() {
     let mut splitter = Splitter::new(SplitterLimits {
