@@ -2,6 +2,8 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,31 +11,78 @@ use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use tokio::sync::{Notify, mpsc};
 use tower::ServiceExt;
 
-use crate::clock;
 use crate::config::{Config, LogConfig, LogFormat};
-use crate::http::{AppState, ConnInfo, router};
+use crate::http::{AppState, ConnInfo, SetupError, router};
 
 /// Time an HTTP/1.1 client has to send request headers (also the idle keep-alive limit).
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// What the process is asked to do (signals, or a test).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Control {
+    /// Drain and stop (SIGTERM, SIGINT). A second one stops at once.
+    Drain,
+    /// Stop now, without waiting for sessions.
+    Now,
+    /// Re-read the configuration file (SIGHUP).
+    Reload,
+}
+
+/// Why xmpp-edge could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr} ({key}): {source}")]
+    Bind {
+        /// The configuration key.
+        key: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The configuration cannot be put in force.
+    #[error(transparent)]
+    Setup(#[from] SetupError),
+}
+
 /// A bound, not yet running, xmpp-edge.
 pub struct Server {
     listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
+    admin_listener: Option<TcpListener>,
     state: Arc<AppState>,
     router: Router,
 }
 
+async fn bind(key: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { key, addr, source })
+}
+
 impl Server {
     /// Binds the listeners of `config` and starts the upstream pools.
-    pub async fn bind(config: Config) -> std::io::Result<Self> {
-        let listener = TcpListener::bind(config.server.listen).await?;
-        let state = Arc::new(AppState::new(config).map_err(std::io::Error::other)?);
-        state.upstreams.spawn_background();
+    pub async fn bind(config: Config) -> Result<Self, StartError> {
+        let listener = bind("server.listen", config.server.listen).await?;
+        let metrics_listener = match config.metrics.enabled {
+            true => Some(bind("metrics.listen", config.metrics.listen).await?),
+            false => None,
+        };
+        let admin_listener = match config.admin.enabled {
+            true => Some(bind("admin.listen", config.admin.listen).await?),
+            false => None,
+        };
+        let state = Arc::new(AppState::new(config)?);
+        state.runtime().upstreams.spawn_background();
         let router = router(Arc::clone(&state));
         Ok(Self {
             listener,
+            metrics_listener,
+            admin_listener,
             state,
             router,
         })
@@ -44,15 +93,51 @@ impl Server {
         self.listener.local_addr()
     }
 
+    /// The metrics listener's address, if it is enabled.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+    }
+
+    /// The admin listener's address, if it is enabled.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+    }
+
     /// Shared state (session table, config) for tests and the admin API.
     pub fn state(&self) -> Arc<AppState> {
         Arc::clone(&self.state)
     }
 
-    /// Serves until `shutdown` resolves, then ends every session with
-    /// `system-shutdown` and returns.
-    pub async fn run(self, shutdown: impl Future<Output = ()>) {
-        tokio::pin!(shutdown);
+    /// Serves until `shutdown` resolves, then drains (see [`crate::shutdown`]).
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) {
+        let (tx, rx) = mpsc::channel(4);
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = tx.send(Control::Drain).await;
+        });
+        self.run_controlled(rx).await;
+    }
+
+    /// Serves, acting on `control`: reloads, and a drain that keeps
+    /// serving existing sessions until they are gone or the grace period
+    /// is over. A second stop request ends at once.
+    pub async fn run_controlled(mut self, mut control: mpsc::Receiver<Control>) {
+        let mut side_tasks = Vec::new();
+        if let Some(listener) = self.metrics_listener.take() {
+            let router = crate::admin::metrics_router(Arc::clone(&self.state));
+            side_tasks.push(tokio::spawn(serve_plain(listener, router)));
+        }
+        if let Some(listener) = self.admin_listener.take() {
+            let router = crate::admin::admin_router(Arc::clone(&self.state));
+            side_tasks.push(tokio::spawn(serve_plain(listener, router)));
+        }
+        let cut_short = Arc::new(Notify::new());
+        let mut drain: Option<Pin<Box<dyn Future<Output = ()> + Send>>> = None;
+        let mut control_open = true;
         loop {
             tokio::select! {
                 accepted = self.listener.accept() => match accepted {
@@ -63,22 +148,47 @@ impl Server {
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
                 },
-                () = &mut shutdown => break,
+                message = control.recv(), if control_open => match message {
+                    Some(Control::Reload) => {
+                        let state = Arc::clone(&self.state);
+                        tokio::spawn(async move {
+                            let _ = crate::reload::reload(&state).await;
+                        });
+                    }
+                    Some(Control::Drain) if drain.is_none() => {
+                        let state = Arc::clone(&self.state);
+                        let cut = Arc::clone(&cut_short);
+                        drain = Some(Box::pin(async move {
+                            crate::shutdown::drain(&state, async move { cut.notified().await }).await;
+                        }));
+                    }
+                    Some(Control::Drain | Control::Now) => {
+                        if drain.is_none() {
+                            tracing::info!("stopping at once");
+                            break;
+                        }
+                        cut_short.notify_one();
+                    }
+                    None => {
+                        control_open = false;
+                        if drain.is_none() {
+                            break;
+                        }
+                    }
+                },
+                () = async {
+                    if let Some(d) = drain.as_mut() {
+                        d.await;
+                    }
+                }, if drain.is_some() => break,
             }
         }
-        let sessions = self.state.sessions.bosh_sessions();
-        tracing::info!(
-            bosh = sessions.len(),
-            websocket = self.state.sessions.ws_count(),
-            "shutting down"
-        );
-        self.state.begin_shutdown();
-        let now = clock::now();
-        for session in &sessions {
-            session.shutdown(now);
-        }
-        // Let the answers to held requests reach their sockets.
+        // Let the last answers (terminate bodies, close frames) reach their sockets.
         tokio::time::sleep(Duration::from_millis(200)).await;
+        for task in side_tasks {
+            task.abort();
+        }
+        tracing::info!("stopped");
     }
 
     fn serve(&self, stream: tokio::net::TcpStream, peer: SocketAddr) {
@@ -108,13 +218,22 @@ impl Server {
     }
 }
 
+/// Serves a small side listener (metrics, admin) until aborted.
+async fn serve_plain(listener: TcpListener, router: Router) {
+    if let Err(e) = axum::serve(listener, router).await {
+        tracing::error!("side listener stopped: {e}");
+    }
+}
+
 /// Starts logging: `RUST_LOG` if set, else the configured level.
 pub fn init_logging(config: &LogConfig) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&config.level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let result = match config.format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
@@ -124,48 +243,89 @@ pub fn init_logging(config: &LogConfig) {
     }
 }
 
-/// Resolves on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+/// Turns SIGTERM and SIGINT into [`Control::Drain`] and SIGHUP into
+/// [`Control::Reload`].
+fn forward_signals(tx: mpsc::Sender<Control>) {
+    let stop = tx.clone();
+    tokio::spawn(async move {
+        let ctrl_c = async {
+            loop {
+                if tokio::signal::ctrl_c().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+                if stop.send(Control::Drain).await.is_err() {
+                    return;
+                }
             }
-            Err(_) => std::future::pending().await,
+        };
+        #[cfg(unix)]
+        let term = async {
+            use tokio::signal::unix::{SignalKind, signal};
+            let Ok(mut term) = signal(SignalKind::terminate()) else {
+                return std::future::pending().await;
+            };
+            while term.recv().await.is_some() {
+                if stop.send(Control::Drain).await.is_err() {
+                    return;
+                }
+            }
+        };
+        #[cfg(not(unix))]
+        let term = std::future::pending::<()>();
+        tokio::join!(ctrl_c, term);
+    });
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            return;
+        };
+        while hup.recv().await.is_some() {
+            if tx.send(Control::Reload).await.is_err() {
+                return;
+            }
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
-    }
+    });
 }
 
-/// Binds and runs `config` until a shutdown signal.
-pub async fn run(config: Config) -> std::io::Result<()> {
+/// Binds and runs `config` (read from `path`, if any) until stopped.
+pub async fn run(config: Config, path: Option<PathBuf>) -> Result<(), StartError> {
     let listen = config.server.listen;
     let paths = config.bosh.paths.clone();
     let ws_paths = config.websocket.paths.clone();
     let server = Server::bind(config).await?;
-    let addr = server.local_addr()?;
-    let shown = if addr.ip().is_unspecified() {
-        SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), addr.port())
-    } else {
-        addr
+    server.state().set_config_path(path);
+    let addr = server.local_addr().map_err(|source| StartError::Bind {
+        key: "server.listen",
+        addr: listen,
+        source,
+    })?;
+    let shown = |addr: SocketAddr| {
+        if addr.ip().is_unspecified() {
+            SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), addr.port())
+        } else {
+            addr
+        }
     };
     tracing::info!(%listen, "xmpp-edge {} listening", env!("CARGO_PKG_VERSION"));
     for path in paths {
-        tracing::info!("BOSH endpoint: http://{shown}{path}");
+        tracing::info!("BOSH endpoint: http://{}{path}", shown(addr));
     }
     for path in ws_paths {
-        tracing::info!("WebSocket endpoint: ws://{shown}{path}");
+        tracing::info!("WebSocket endpoint: ws://{}{path}", shown(addr));
     }
-    tracing::info!("discovery: http://{shown}/.well-known/host-meta");
-    server.run(shutdown_signal()).await;
+    tracing::info!("discovery: http://{}/.well-known/host-meta", shown(addr));
+    if let Some(m) = server.metrics_addr() {
+        tracing::info!(
+            "metrics: http://{}/metrics (and /healthz, /readyz)",
+            shown(m)
+        );
+    }
+    if let Some(a) = server.admin_addr() {
+        tracing::info!("status page: http://{}/", shown(a));
+    }
+    let (tx, rx) = mpsc::channel(4);
+    forward_signals(tx);
+    server.run_controlled(rx).await;
     Ok(())
 }

@@ -28,4 +28,37 @@ pub enum Command {
         /// The file to check.
         file: PathBuf,
     },
+    /// List the live sessions of a running xmpp-edge (admin API).
+    Sessions {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// Print the API's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// End a session of a running xmpp-edge (admin API).
+    Kick {
+        /// The session id, as `sessions` lists it.
+        sid: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Make a running xmpp-edge re-read its configuration file (admin API;
+    /// SIGHUP does the same).
+    Reload {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+/// Where the admin API is.
+#[derive(Debug, clap::Args)]
+pub struct AdminArgs {
+    /// Admin API base URL; default: `admin.listen` of --config, else
+    /// http://127.0.0.1:9281.
+    #[arg(long, value_name = "URL")]
+    pub admin: Option<String>,
+    /// Bearer token; default: $XMPP_EDGE_ADMIN_TOKEN, else the token of --config.
+    #[arg(long, value_name = "TOKEN")]
+    pub token: Option<String>,
 }

@@ -5,12 +5,18 @@
 //! intentions; [`relay`] runs one task per session; [`http`] and [`app`]
 //! move bytes.
 
+pub mod admin;
 pub mod app;
+
 pub mod bosh;
 pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod http;
+pub mod metrics;
+pub mod reload;
+pub mod shutdown;
+
 pub mod relay;
 pub mod sessions;
 pub mod stanza;
@@ -28,7 +34,8 @@ mod size_guards {
     #[test]
     fn per_session_structs_stay_small() {
         assert!(size_of::<crate::bosh::BoshSession>() <= 640);
-        assert!(size_of::<crate::relay::bosh::BoshShared>() <= 752);
+        assert!(size_of::<crate::relay::bosh::BoshShared>() <= 760);
+        assert!(size_of::<crate::sessions::SessionInfo>() <= 256);
         assert!(size_of::<crate::upstream::conn::UpstreamConn>() <= 296);
         assert!(size_of::<crate::xml::splitter::Splitter>() <= 160);
         assert!(size_of::<crate::stanza::Stanza>() <= 40);

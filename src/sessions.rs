@@ -1,12 +1,17 @@
-//! Session ids and the table of live BOSH sessions.
+//! Session ids and the table of live sessions, with what operators see of
+//! each (admin API, metrics).
 
 use std::fmt;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 use rand::RngCore;
+use tokio::sync::Notify;
 
+use crate::clock;
 use crate::relay::bosh::BoshShared;
 
 /// A BOSH session id: 128 bits from a CSPRNG seeded by the OS (BOSH-29),
@@ -81,14 +86,215 @@ impl fmt::Debug for Sid {
     }
 }
 
-/// Live sessions: BOSH sessions by id (their requests must find them), and a
-/// count of WebSocket sessions (each is owned by its connection's task).
-/// Entries are removed by the session's driver task when the session ends.
+/// Which front end a session came through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// XEP-0124/0206.
+    Bosh,
+    /// RFC 7395.
+    #[serde(rename = "websocket")]
+    WebSocket,
+}
+
+impl Transport {
+    /// Label value for metrics and the admin API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Bosh => "bosh",
+            Self::WebSocket => "websocket",
+        }
+    }
+}
+
+/// Where a session is in its life, for the admin API and metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SessionState {
+    /// Waiting for the upstream connection.
+    Connecting,
+    /// Relaying.
+    Open,
+    /// Ending: closing handshakes or final flushes.
+    Closing,
+}
+
+impl SessionState {
+    /// Label value for metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Connecting => "connecting",
+            Self::Open => "open",
+            Self::Closing => "closing",
+        }
+    }
+
+    fn from_u8(v: u8) -> Self {
+        match v {
+            0 => Self::Connecting,
+            1 => Self::Open,
+            _ => Self::Closing,
+        }
+    }
+}
+
+/// What operators can see of one session, updated by its driver task with
+/// plain atomic stores and read by the admin API and the metrics scrape.
+#[derive(Debug)]
+pub struct SessionInfo {
+    /// The session id (BOSH `sid`; for WebSocket, the stream id).
+    pub sid: Sid,
+    /// Front end.
+    pub transport: Transport,
+    /// The client's address (after trusted forwarding headers).
+    pub client: Option<SocketAddr>,
+    /// When the session started.
+    pub started: Instant,
+    /// Seconds since the Unix epoch at the start, for display.
+    pub started_unix: u64,
+    domain: OnceLock<Box<str>>,
+    upstream: OnceLock<Box<str>>,
+    jid: OnceLock<Box<str>>,
+    state: AtomicU8,
+    /// Milliseconds after `started` of the client's last request or frame.
+    last_client_ms: AtomicU64,
+    /// Elements and bytes relayed each way.
+    pub stanzas_to_client: AtomicU64,
+    /// See [`Self::stanzas_to_client`].
+    pub bytes_to_client: AtomicU64,
+    /// See [`Self::stanzas_to_client`].
+    pub stanzas_to_upstream: AtomicU64,
+    /// See [`Self::stanzas_to_client`].
+    pub bytes_to_upstream: AtomicU64,
+    /// Bytes waiting for the client.
+    pub queued_to_client: AtomicU64,
+    /// Bytes waiting for the server.
+    pub queued_to_upstream: AtomicU64,
+    /// BOSH requests parked (long-polls).
+    pub held_requests: AtomicU64,
+    kicked: AtomicBool,
+    kick: Notify,
+}
+
+impl SessionInfo {
+    /// A session starting now.
+    pub fn new(sid: Sid, transport: Transport, client: Option<SocketAddr>) -> Self {
+        Self {
+            sid,
+            transport,
+            client,
+            started: clock::now(),
+            started_unix: clock::unix_time().as_secs(),
+            domain: OnceLock::new(),
+            upstream: OnceLock::new(),
+            jid: OnceLock::new(),
+            state: AtomicU8::new(0),
+            last_client_ms: AtomicU64::new(0),
+            stanzas_to_client: AtomicU64::new(0),
+            bytes_to_client: AtomicU64::new(0),
+            stanzas_to_upstream: AtomicU64::new(0),
+            bytes_to_upstream: AtomicU64::new(0),
+            queued_to_client: AtomicU64::new(0),
+            queued_to_upstream: AtomicU64::new(0),
+            held_requests: AtomicU64::new(0),
+            kicked: AtomicBool::new(false),
+            kick: Notify::new(),
+        }
+    }
+
+    /// The XMPP domain, once known.
+    pub fn domain(&self) -> Option<&str> {
+        self.domain.get().map(|d| &**d)
+    }
+
+    /// Records the XMPP domain (first value wins).
+    pub fn set_domain(&self, domain: &str) {
+        let _ = self.domain.set(domain.into());
+    }
+
+    /// The upstream server (`host:port`), once connected.
+    pub fn upstream(&self) -> Option<&str> {
+        self.upstream.get().map(|u| &**u)
+    }
+
+    /// Records the upstream server.
+    pub fn set_upstream(&self, address: &str) {
+        let _ = self.upstream.set(address.into());
+    }
+
+    /// The bound JID, once the server has assigned it.
+    pub fn jid(&self) -> Option<&str> {
+        self.jid.get().map(|j| &**j)
+    }
+
+    /// Whether the bound JID is still unknown (worth looking for).
+    pub fn wants_jid(&self) -> bool {
+        self.jid.get().is_none()
+    }
+
+    /// Records the bound JID.
+    pub fn set_jid(&self, jid: &str) {
+        let _ = self.jid.set(jid.into());
+    }
+
+    /// Where the session is.
+    pub fn state(&self) -> SessionState {
+        SessionState::from_u8(self.state.load(Ordering::Relaxed))
+    }
+
+    /// Moves the session along.
+    pub fn set_state(&self, state: SessionState) {
+        self.state.store(state as u8, Ordering::Relaxed);
+    }
+
+    /// The client was heard from at `now`.
+    pub fn touch(&self, now: Instant) {
+        let ms = now.saturating_duration_since(self.started).as_millis();
+        self.last_client_ms
+            .store(u64::try_from(ms).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    /// Time since the client was last heard from.
+    pub fn idle(&self, now: Instant) -> Duration {
+        let last =
+            self.started + Duration::from_millis(self.last_client_ms.load(Ordering::Relaxed));
+        now.saturating_duration_since(last)
+    }
+
+    /// Asks the session to end (admin kick); its driver does the rest.
+    pub fn kick(&self) {
+        self.kicked.store(true, Ordering::Release);
+        self.kick.notify_one();
+    }
+
+    /// Whether an operator asked the session to end.
+    pub fn is_kicked(&self) -> bool {
+        self.kicked.load(Ordering::Acquire)
+    }
+
+    /// Resolves once [`Self::kick`] was called (cancel-safe).
+    pub async fn kicked(&self) {
+        if !self.is_kicked() {
+            self.kick.notified().await;
+        }
+    }
+}
+
+/// A registered session: what operators see, and for BOSH what its HTTP
+/// requests need.
+#[derive(Debug)]
+struct Entry {
+    info: Arc<SessionInfo>,
+    bosh: Option<Arc<BoshShared>>,
+}
+
+/// Live sessions of both transports by id. Entries are removed by the
+/// session's driver task when the session ends.
 #[derive(Debug, Default)]
 pub struct SessionTable {
-    bosh: DashMap<Sid, Arc<BoshShared>>,
+    entries: DashMap<Sid, Entry>,
+    bosh: AtomicUsize,
     websockets: AtomicUsize,
-    ws_backlog_closed: AtomicU64,
 }
 
 impl SessionTable {
@@ -98,34 +304,49 @@ impl SessionTable {
     }
 
     /// Looks a BOSH session up by the sid a client sent.
-    pub fn bosh(&self, sid: &str) -> Option<Arc<BoshShared>> {
+    pub fn bosh(&self, sid: &str) -> Option<(Arc<SessionInfo>, Arc<BoshShared>)> {
         let sid = Sid::parse(sid)?;
-        self.bosh.get(&sid).map(|e| Arc::clone(e.value()))
+        let entry = self.entries.get(&sid)?;
+        let bosh = entry.bosh.clone()?;
+        Some((Arc::clone(&entry.info), bosh))
     }
 
-    /// Adds a new session.
-    pub fn insert_bosh(&self, sid: Sid, session: Arc<BoshShared>) {
-        self.bosh.insert(sid, session);
+    /// Adds a session (with its BOSH state, for BOSH).
+    pub fn insert(&self, info: Arc<SessionInfo>, bosh: Option<Arc<BoshShared>>) {
+        match info.transport {
+            Transport::Bosh => self.bosh.fetch_add(1, Ordering::Relaxed),
+            Transport::WebSocket => self.websockets.fetch_add(1, Ordering::Relaxed),
+        };
+        self.entries.insert(info.sid, Entry { info, bosh });
     }
 
-    /// Removes `session` if it is still the one registered under its sid.
-    pub fn remove_bosh(&self, sid: Sid, session: &Arc<BoshShared>) {
-        self.bosh.remove_if(&sid, |_, v| Arc::ptr_eq(v, session));
+    /// Removes `info`'s session if it is still the one registered.
+    pub fn remove(&self, info: &Arc<SessionInfo>) {
+        let removed = self
+            .entries
+            .remove_if(&info.sid, |_, e| Arc::ptr_eq(&e.info, info));
+        if removed.is_some() {
+            match info.transport {
+                Transport::Bosh => self.bosh.fetch_sub(1, Ordering::Relaxed),
+                Transport::WebSocket => self.websockets.fetch_sub(1, Ordering::Relaxed),
+            };
+        }
+    }
+
+    /// A session by its printed id.
+    pub fn get(&self, sid: &str) -> Option<Arc<SessionInfo>> {
+        let sid = Sid::parse(sid)?;
+        self.entries.get(&sid).map(|e| Arc::clone(&e.info))
+    }
+
+    /// Every live session.
+    pub fn infos(&self) -> Vec<Arc<SessionInfo>> {
+        self.entries.iter().map(|e| Arc::clone(&e.info)).collect()
     }
 
     /// Number of live BOSH sessions.
     pub fn bosh_count(&self) -> usize {
-        self.bosh.len()
-    }
-
-    /// A WebSocket session started.
-    pub fn ws_opened(&self) {
-        self.websockets.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// A WebSocket session ended.
-    pub fn ws_closed(&self) {
-        self.websockets.fetch_sub(1, Ordering::Relaxed);
+        self.bosh.load(Ordering::Relaxed)
     }
 
     /// Number of live WebSocket sessions.
@@ -133,19 +354,19 @@ impl SessionTable {
         self.websockets.load(Ordering::Relaxed)
     }
 
-    /// Counts a WebSocket session closed because its client stopped reading.
-    pub fn ws_backlog_closed(&self) {
-        self.ws_backlog_closed.fetch_add(1, Ordering::Relaxed);
+    /// Number of live sessions.
+    pub fn len(&self) -> usize {
+        self.entries.len()
     }
 
-    /// How many WebSocket sessions were closed for not reading.
-    pub fn ws_backlog_closed_total(&self) -> u64 {
-        self.ws_backlog_closed.load(Ordering::Relaxed)
+    /// Whether no session is live.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
     }
 
-    /// Every live BOSH session (for shutdown and the admin API).
+    /// Every live BOSH session (for shutdown).
     pub fn bosh_sessions(&self) -> Vec<Arc<BoshShared>> {
-        self.bosh.iter().map(|e| Arc::clone(e.value())).collect()
+        self.entries.iter().filter_map(|e| e.bosh.clone()).collect()
     }
 }
 

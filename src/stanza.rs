@@ -96,6 +96,20 @@ impl Stanza {
         &self.bytes
     }
 
+    /// The JID in a resource-binding result (`<iq type='result'><bind><jid>`),
+    /// for the admin API; `None` for anything else.
+    pub fn bound_jid(&self) -> Option<&str> {
+        let bytes = self.as_bytes();
+        if !bytes.starts_with(b"<iq")
+            || memchr::memmem::find(bytes, b"urn:ietf:params:xml:ns:xmpp-bind").is_none()
+        {
+            return None;
+        }
+        let start = memchr::memmem::find(bytes, b"<jid>")? + 5;
+        let len = memchr::memmem::find(&bytes[start..], b"</jid>")?;
+        std::str::from_utf8(&bytes[start..start + len]).ok()
+    }
+
     /// Length in bytes of the element as received.
     pub fn len(&self) -> usize {
         self.bytes.len()

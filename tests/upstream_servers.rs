@@ -36,7 +36,7 @@ async fn edge(toml: &str) -> Edge {
 }
 
 fn status(edge: &Edge) -> Vec<UpstreamStatus> {
-    edge.state.upstreams.status()
+    edge.state.runtime().upstreams.status()
 }
 
 fn sessions_on(edge: &Edge, address: &str) -> usize {
@@ -374,7 +374,7 @@ async fn no_healthy_upstream_is_a_fast_clean_error() {
         started.elapsed() < Duration::from_millis(500),
         "no connect attempt while down"
     );
-    assert!(!edge.state.upstreams.any_healthy());
+    assert!(!edge.state.runtime().upstreams.any_healthy());
 }
 
 // --- Prosody and ejabberd as two upstreams of one domain ---

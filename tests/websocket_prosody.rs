@@ -406,17 +406,16 @@ async fn slow_reader_is_closed_with_policy_violation_and_counted() {
                 "<message to='bob@localhost/slow'><body>{i} {payload}</body></message>"
             ))
             .await;
-        if edge.state.sessions.ws_backlog_closed_total() > 0 {
+        if slow_closes(&edge) > 0 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while edge.state.sessions.ws_backlog_closed_total() == 0 && std::time::Instant::now() < deadline
-    {
+    while slow_closes(&edge) == 0 && std::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(edge.state.sessions.ws_backlog_closed_total(), 1);
+    assert_eq!(slow_closes(&edge), 1);
     // Alice is unaffected.
     alice
         .send("<iq type='get' id='still'><ping xmlns='urn:xmpp:ping'/></iq>")
@@ -686,4 +685,12 @@ async fn up_51_60_61_63_stream_management_survives_the_relay() {
     c.send("<r xmlns='urn:xmpp:sm:3'/>").await;
     let ack = c.expect("ack", |t| t.starts_with("<a ")).await;
     assert_eq!(attr(&ack, "h").as_deref(), Some("5"), "{ack}");
+}
+
+fn slow_closes(edge: &Edge) -> u64 {
+    edge.state
+        .metrics
+        .slow_client_closes
+        .with_label_values(&["websocket"])
+        .get()
 }

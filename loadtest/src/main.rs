@@ -5,7 +5,6 @@
 // reading time through one clock does not apply here.
 #![allow(clippy::disallowed_methods)]
 
-
 mod delay;
 mod http;
 mod stats;

@@ -114,6 +114,8 @@ pub struct SessionStats {
     pub elements_to_upstream: u64,
     /// Payload bytes forwarded upstream.
     pub bytes_to_upstream: u64,
+    /// Requests refused for their rid (beyond the window, or too old).
+    pub rid_errors: u64,
 }
 
 /// What the session agreed with the client at creation.
@@ -427,6 +429,7 @@ impl BoshSession {
         let extra = u64::from(request.terminate || request.pause.is_some());
         if rid > self.last_rid + u64::from(self.neg.requests) + extra {
             // BOSH-53: beyond the window.
+            self.stats.rid_errors += 1;
             self.terminate(
                 now,
                 Some(Condition::ItemNotFound),
@@ -560,6 +563,18 @@ impl BoshSession {
         self.terminate(now, Some(Condition::SystemShutdown), None, Cause::Upstream);
     }
 
+    /// An operator ends the session: what is queued still goes out, the
+    /// server's stream is closed properly (nothing to resume), and the client
+    /// gets `policy-violation`.
+    pub fn handle_kick(&mut self, now: Instant) {
+        if self.ended.is_some() {
+            return;
+        }
+        self.flush_outbox(now);
+        self.finish_upstream(UpstreamAction::Close);
+        self.terminate(now, Some(Condition::PolicyViolation), None, Cause::Upstream);
+    }
+
     // --- request processing ---
 
     fn handle_repeat(&mut self, now: Instant, req_id: ReqId, rid: u64) {
@@ -615,12 +630,15 @@ impl BoshSession {
                     self.responses.push_back(response);
                 }
                 // BOSH-56.
-                None => self.terminate(
-                    now,
-                    Some(Condition::ItemNotFound),
-                    None,
-                    Cause::Request(req_id),
-                ),
+                None => {
+                    self.stats.rid_errors += 1;
+                    self.terminate(
+                        now,
+                        Some(Condition::ItemNotFound),
+                        None,
+                        Cause::Request(req_id),
+                    );
+                }
             },
         }
     }

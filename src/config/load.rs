@@ -118,6 +118,45 @@ fn at(path: &[&str], message: impl Into<String>) -> Invalid {
 
 /// Cross-field and value checks that serde cannot express.
 fn validate(c: &Config) -> Result<(), Invalid> {
+    if c.server.shutdown_grace_secs == 0 {
+        return Err(at(&["server", "shutdown_grace_secs"], "must be at least 1"));
+    }
+    let a = &c.admin;
+    if a.token.is_some() && a.token_file.is_some() {
+        return Err(at(
+            &["admin", "token_file"],
+            "set `token` or `token_file`, not both",
+        ));
+    }
+    if let Some(token) = &a.token
+        && token.len() < 16
+    {
+        return Err(at(&["admin", "token"], "must be at least 16 characters"));
+    }
+    if a.enabled && !a.listen.ip().is_loopback() && a.token.is_none() && a.token_file.is_none() {
+        return Err(at(
+            &["admin", "listen"],
+            format!(
+                "{} is not a loopback address: set admin.token or admin.token_file",
+                a.listen
+            ),
+        ));
+    }
+    if c.metrics.enabled
+        && a.enabled
+        && c.metrics.listen == a.listen
+        && c.metrics.listen.port() != 0
+    {
+        return Err(at(&["admin", "listen"], "must differ from metrics.listen"));
+    }
+    for (key, addr, enabled) in [
+        ("metrics", c.metrics.listen, c.metrics.enabled),
+        ("admin", c.admin.listen, c.admin.enabled),
+    ] {
+        if enabled && addr == c.server.listen && addr.port() != 0 {
+            return Err(at(&[key, "listen"], "must differ from server.listen"));
+        }
+    }
     let b = &c.bosh;
     if b.paths.is_empty() {
         return Err(at(&["bosh", "paths"], "at least one path is needed"));

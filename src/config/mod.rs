@@ -37,6 +37,10 @@ pub struct Config {
     pub upstream: UpstreamConfig,
     /// DNS for upstream names and SRV discovery.
     pub dns: DnsConfig,
+    /// The Prometheus and health listener.
+    pub metrics: MetricsConfig,
+    /// The admin API and status page listener.
+    pub admin: AdminConfig,
     /// Served XMPP domains and their upstream servers.
     pub hosts: BTreeMap<String, HostConfig>,
 }
@@ -58,6 +62,8 @@ impl Default for Config {
             websocket: WebSocketConfig::default(),
             upstream: UpstreamConfig::default(),
             dns: DnsConfig::default(),
+            metrics: MetricsConfig::default(),
+            admin: AdminConfig::default(),
             hosts,
         }
     }
@@ -73,6 +79,12 @@ pub struct ServerConfig {
     /// `X-Forwarded-For` headers name the real client; from anyone else
     /// those headers are ignored.
     pub trusted_proxies: Vec<String>,
+    /// On SIGTERM: time between readiness going false (no new sessions) and
+    /// live sessions being ended, so load balancers stop sending new ones.
+    pub shutdown_delay_secs: u16,
+    /// Then: time for sessions to end (`system-shutdown`) and flush before
+    /// the process exits.
+    pub shutdown_grace_secs: u16,
 }
 
 impl Default for ServerConfig {
@@ -80,6 +92,55 @@ impl Default for ServerConfig {
         Self {
             listen: SocketAddr::from(([0, 0, 0, 0], 5280)),
             trusted_proxies: Vec::new(),
+            shutdown_delay_secs: 0,
+            shutdown_grace_secs: 10,
+        }
+    }
+}
+
+/// `[metrics]`
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Serve `/metrics`, `/healthz` and `/readyz`.
+    pub enabled: bool,
+    /// Where; only those three paths are served there, nothing secret.
+    pub listen: SocketAddr,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: SocketAddr::from(([0, 0, 0, 0], 9280)),
+        }
+    }
+}
+
+/// `[admin]`
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Serve the admin API and the status page.
+    pub enabled: bool,
+    /// Where. Anything but loopback requires a token.
+    pub listen: SocketAddr,
+    /// Bearer token required on every API call (`Authorization: Bearer ...`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// File holding the token (e.g. a Kubernetes secret), read at start-up
+    /// and on reload; instead of `token`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<String>,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: SocketAddr::from(([127, 0, 0, 1], 9281)),
+            token: None,
+            token_file: None,
         }
     }
 }

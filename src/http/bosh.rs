@@ -14,10 +14,11 @@ use tracing::Instrument;
 use crate::bosh::response::terminate_without_session;
 use crate::bosh::{BoshRequest, BoshSession, Condition, parse_request};
 use crate::clock;
-use crate::http::{AppState, ConnInfo};
+use crate::http::{AppState, ConnInfo, Runtime};
 use crate::relay::bosh::{BoshRelay, BoshShared, Reply, Submitted};
+use crate::relay::driver::SessionContext;
 use crate::relay::{RouteRequest, drive};
-use crate::sessions::Sid;
+use crate::sessions::{SessionInfo, Sid, Transport};
 use crate::upstream::proxy_protocol::ClientInfo;
 use crate::upstream::route::Candidate;
 
@@ -30,52 +31,63 @@ pub async fn post(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let cors = state.cors.allow(&headers);
-    let bytes = match read_body(body, state.config.bosh.max_body_bytes).await {
+    let runtime = state.runtime();
+    let cors = runtime.cors.allow(&headers);
+    let bytes = match read_body(body, runtime.config.bosh.max_body_bytes).await {
         Ok(bytes) => bytes,
         Err(BodyReadError::TooLarge) => {
             // BOSH-12: never parse a partial entity.
-            let mut response = reply_response(terminal(Condition::PolicyViolation), cors, &state);
+            let mut response =
+                reply_response(&state, &runtime, terminal(Condition::PolicyViolation), cors);
             response
                 .headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
             return response;
         }
-        Err(BodyReadError::Io) => return StatusCode::BAD_REQUEST.into_response(),
+        Err(BodyReadError::Io) => {
+            count_outcome(&state, "http_400");
+            return StatusCode::BAD_REQUEST.into_response();
+        }
     };
-    let request = match parse_request(&bytes, state.client_xml) {
+    let request = match parse_request(&bytes, runtime.client_xml) {
         Ok(request) => request,
         Err(e) => {
             // BOSH-86: no session can be told; the client gets bad-request.
             tracing::debug!("unreadable BOSH request: {e}");
-            return reply_response(terminal(Condition::BadRequest), cors, &state);
+            return reply_response(&state, &runtime, terminal(Condition::BadRequest), cors);
         }
     };
     let reply = match request.sid.as_deref() {
+        None if state.is_draining() => {
+            // Draining: new sessions belong on another replica.
+            terminal(Condition::SystemShutdown)
+        }
         None => {
-            let client = state.client_info(conn.map(|c| c.0), &headers, "bosh");
-            create(&state, request, client).await
+            let client = runtime.client_info(conn.map(|c| c.0), &headers, "bosh");
+            create(&state, &runtime, request, client).await
         }
         Some(sid) => match state.sessions.bosh(sid) {
-            Some(session) => {
+            Some((info, session)) => {
+                info.touch(clock::now());
                 if !request.payload.is_empty() {
-                    let window = usize::from(state.config.bosh.max_hold) + 1;
+                    let window = usize::from(runtime.config.bosh.max_hold) + 1;
                     session.room_for_payload(window).await;
                 }
                 let submitted = session.submit(clock::now(), request);
-                wait_reply(&session, submitted, reply_timeout(&state)).await
+                wait_reply(&session, submitted, reply_timeout(&runtime)).await
             }
             None => terminal(Condition::ItemNotFound),
         },
     };
-    reply_response(reply, cors, &state)
+    reply_response(&state, &runtime, reply, cors)
 }
 
 /// `OPTIONS` on a BOSH path: the CORS preflight (BOSH-9).
 pub async fn preflight(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     let mut response = StatusCode::OK.into_response();
     let h = response.headers_mut();
-    if let Some(origin) = state.cors.allow(&headers) {
+    let runtime = state.runtime();
+    if let Some(origin) = runtime.cors.allow(&headers) {
         h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
         h.insert(
             header::ACCESS_CONTROL_ALLOW_METHODS,
@@ -91,7 +103,7 @@ pub async fn preflight(State(state): State<Arc<AppState>>, headers: HeaderMap) -
             HeaderValue::from_static("86400"),
         );
     }
-    if state.cors.varies() {
+    if runtime.cors.varies() {
         h.insert(header::VARY, HeaderValue::from_static("Origin"));
     }
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -115,7 +127,12 @@ pub async fn info() -> Response {
 }
 
 /// Session creation (BOSH-18..38).
-async fn create(state: &Arc<AppState>, request: BoshRequest, client: ClientInfo) -> Reply {
+async fn create(
+    state: &Arc<AppState>,
+    runtime: &Arc<Runtime>,
+    request: BoshRequest,
+    client: ClientInfo,
+) -> Reply {
     let Some(to) = request
         .stream
         .to
@@ -125,18 +142,18 @@ async fn create(state: &Arc<AppState>, request: BoshRequest, client: ClientInfo)
         return terminal(Condition::ImproperAddressing);
     };
     let domain = to.trim().trim_end_matches('.').to_ascii_lowercase();
-    if state.upstreams.serves(&domain).is_none() {
+    if runtime.upstreams.serves(&domain).is_none() {
         tracing::info!(domain, "session refused: domain not served");
         return terminal(Condition::HostUnknown);
     }
     let mut target = None;
-    let allowlist = &state.config.bosh.route_allowlist;
+    let allowlist = &runtime.config.bosh.route_allowlist;
     if let Some(route) = request.stream.route.as_deref()
         && !allowlist.is_empty()
     {
         // BOSH-22, BOSH-23: only allow-listed targets, never an open relay.
         match route_target(route).filter(|t| allowlist.iter().any(|a| a.eq_ignore_ascii_case(t))) {
-            Some(allowed) => target = route_candidate(&allowed, &state.config, &domain),
+            Some(allowed) => target = route_candidate(&allowed, &runtime.config, &domain),
             None => {
                 tracing::info!(route, "session refused: route not allowed");
                 return terminal(Condition::HostUnknown);
@@ -145,7 +162,7 @@ async fn create(state: &Arc<AppState>, request: BoshRequest, client: ClientInfo)
     }
     let sid = Sid::random();
     let core = BoshSession::create(
-        Arc::clone(&state.bosh_limits),
+        Arc::clone(&runtime.bosh_limits),
         sid.to_string().into(),
         domain.clone().into(),
         1,
@@ -153,20 +170,29 @@ async fn create(state: &Arc<AppState>, request: BoshRequest, client: ClientInfo)
         clock::now(),
     );
     let (session, creation) = BoshShared::new(sid, core, 1);
-    state.sessions.insert_bosh(sid, Arc::clone(&session));
+    let info = Arc::new(SessionInfo::new(sid, Transport::Bosh, client.source));
+    info.touch(clock::now());
+    state
+        .sessions
+        .insert(Arc::clone(&info), Some(Arc::clone(&session)));
     let span = tracing::info_span!("bosh", %sid);
-    span.in_scope(|| tracing::info!(domain, "session created"));
+    span.in_scope(|| tracing::info!(domain, client = ?client.source, "session created"));
     let route = RouteRequest {
         domain: domain.into(),
         client,
         target,
     };
-    let relay = BoshRelay::new(Arc::clone(&session), Arc::clone(&state.sessions), route);
-    tokio::spawn(drive(relay, Arc::clone(&state.upstreams)).instrument(span));
+    let relay = BoshRelay::new(Arc::clone(&session), route);
+    let context = SessionContext {
+        info,
+        table: Arc::clone(&state.sessions),
+        metrics: Arc::clone(&state.metrics),
+    };
+    tokio::spawn(drive(relay, Arc::clone(&runtime.upstreams), context).instrument(span));
     wait_reply(
         &session,
         Submitted::Waiting(1, creation),
-        reply_timeout(state),
+        reply_timeout(runtime),
     )
     .await
 }
@@ -204,9 +230,9 @@ fn route_candidate(
 
 /// Longest a handler waits for the core; the core always answers within
 /// `wait`, this only guards against a driver that died.
-fn reply_timeout(state: &AppState) -> Duration {
-    let settings = state.upstreams.settings();
-    Duration::from_secs(u64::from(state.config.bosh.max_wait_secs))
+fn reply_timeout(runtime: &Runtime) -> Duration {
+    let settings = runtime.upstreams.settings();
+    Duration::from_secs(u64::from(runtime.config.bosh.max_wait_secs))
         + settings.connect_timeout * 4
         + settings.handshake_timeout
         + Duration::from_secs(10)
@@ -257,7 +283,31 @@ fn terminal(condition: Condition) -> Reply {
     }
 }
 
-fn reply_response(reply: Reply, cors: Option<HeaderValue>, state: &AppState) -> Response {
+/// Counts a request's outcome (`xmpp_edge_bosh_requests_total`).
+fn count_outcome(state: &AppState, outcome: &str) {
+    state
+        .metrics
+        .bosh_requests
+        .with_label_values(&[outcome])
+        .inc();
+}
+
+fn reply_response(
+    state: &AppState,
+    runtime: &Runtime,
+    reply: Reply,
+    cors: Option<HeaderValue>,
+) -> Response {
+    let outcome = if reply.status != 200 {
+        "http_error"
+    } else if memchr::memmem::find(&reply.body, b"type='terminate'").is_some() {
+        "terminate"
+    } else if memchr::memmem::find(&reply.body, b"</body>").is_none() {
+        "empty"
+    } else {
+        "data"
+    };
+    count_outcome(state, outcome);
     let content_type = reply
         .content_type
         .as_deref()
@@ -273,7 +323,7 @@ fn reply_response(reply: Reply, cors: Option<HeaderValue>, state: &AppState) -> 
     if let Some(origin) = cors {
         h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
     }
-    if state.cors.varies() {
+    if runtime.cors.varies() {
         h.insert(header::VARY, HeaderValue::from_static("Origin"));
     }
     response

@@ -19,7 +19,8 @@ fn links(state: &AppState, headers: &HeaderMap) -> Option<(String, String)> {
     let domain = host_without_port(host)
         .trim_end_matches('.')
         .to_ascii_lowercase();
-    let entry = state.config.hosts.get(&domain)?;
+    let runtime = state.runtime();
+    let entry = runtime.config.hosts.get(&domain)?;
     let base = match &entry.public_base_url {
         Some(base) => base.trim_end_matches('/').to_owned(),
         None => format!("http://{host}"),
@@ -31,8 +32,8 @@ fn links(state: &AppState, headers: &HeaderMap) -> Option<(String, String)> {
             base.strip_prefix("http://")
                 .map(|rest| format!("ws://{rest}"))
         })?;
-    let bosh_path = state.config.bosh.paths.first()?;
-    let ws_path = state.config.websocket.paths.first()?;
+    let bosh_path = runtime.config.bosh.paths.first()?;
+    let ws_path = runtime.config.websocket.paths.first()?;
     Some((format!("{base}{bosh_path}"), format!("{ws_base}{ws_path}")))
 }
 

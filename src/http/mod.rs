@@ -7,7 +7,9 @@ pub mod websocket;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
+use arc_swap::ArcSwap;
 use axum::Router;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::routing::{get, post};
@@ -15,6 +17,7 @@ use tokio::sync::watch;
 
 use crate::bosh::BoshLimits;
 use crate::config::Config;
+use crate::metrics::{Metrics, MetricsError};
 use crate::sessions::SessionTable;
 use crate::upstream::pool::{PoolSetupError, Upstreams};
 use crate::upstream::proxy_protocol::ClientInfo;
@@ -30,9 +33,11 @@ pub struct ConnInfo {
     pub local: SocketAddr,
 }
 
-/// Shared state of the HTTP front end.
+/// Everything built from the configuration: what a reload replaces.
+/// Requests read it once; sessions keep the one they started with, so a
+/// reload never touches a live session.
 #[derive(Debug)]
-pub struct AppState {
+pub struct Runtime {
     /// The configuration in force.
     pub config: Arc<Config>,
     /// Limits for new BOSH sessions.
@@ -43,21 +48,59 @@ pub struct AppState {
     pub upstreams: Arc<Upstreams>,
     /// Reverse proxies whose forwarding headers are believed.
     pub trusted_proxies: Vec<ipnet::IpNet>,
-    /// Live sessions.
-    pub sessions: Arc<SessionTable>,
     /// CORS policy for BOSH.
     pub cors: Cors,
     /// Limits for new WebSocket sessions.
     pub ws_limits: Arc<WsLimits>,
     /// Origins allowed to open a WebSocket.
     pub ws_origins: Cors,
-    shutdown: watch::Sender<bool>,
+    /// Bearer token of the admin API, if one is required.
+    pub admin_token: Option<String>,
 }
 
-impl AppState {
-    /// Builds the state for `config`.
-    pub fn new(config: Config) -> Result<Self, PoolSetupError> {
-        let upstreams = Arc::new(Upstreams::new(&config)?);
+/// Why xmpp-edge could not be set up from a configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// An upstream pool (TLS trust store, DNS resolver).
+    #[error(transparent)]
+    Pools(#[from] PoolSetupError),
+    /// The metric registry.
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
+    /// `admin.token_file` could not be read.
+    #[error("admin.token_file {path}: {source}")]
+    TokenFile {
+        /// The configured path.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// `admin.token_file` holds too short a token.
+    #[error("admin.token_file {0}: the token must be at least 16 characters")]
+    TokenTooShort(String),
+}
+
+impl Runtime {
+    /// Builds everything `config` describes; pools are not started yet.
+    pub fn new(config: Config, metrics: &Metrics) -> Result<Self, SetupError> {
+        let admin_token = match (&config.admin.token, &config.admin.token_file) {
+            (Some(token), _) => Some(token.clone()),
+            (None, Some(path)) => {
+                let text =
+                    std::fs::read_to_string(path).map_err(|source| SetupError::TokenFile {
+                        path: path.clone(),
+                        source,
+                    })?;
+                let token = text.trim().to_owned();
+                if token.len() < 16 {
+                    return Err(SetupError::TokenTooShort(path.clone()));
+                }
+                Some(token)
+            }
+            (None, None) => None,
+        };
+        let upstreams = Upstreams::new(&config)?
+            .with_connect_histogram(metrics.upstream_connect_seconds.clone());
         let trusted_proxies = config
             .server
             .trusted_proxies
@@ -67,13 +110,12 @@ impl AppState {
         Ok(Self {
             bosh_limits: config.bosh_limits(),
             client_xml: config.client_xml_limits(),
-            upstreams,
+            upstreams: Arc::new(upstreams),
             trusted_proxies,
-            sessions: Arc::new(SessionTable::new()),
             cors: Cors::new(&config.bosh.cors_origins),
             ws_limits: config.ws_limits(),
             ws_origins: Cors::new(&config.websocket.allowed_origins),
-            shutdown: watch::Sender::new(false),
+            admin_token,
             config: Arc::new(config),
         })
     }
@@ -106,20 +148,79 @@ impl AppState {
             transport: Some(transport),
         }
     }
+}
+
+/// Shared state of the listeners.
+#[derive(Debug)]
+pub struct AppState {
+    runtime: ArcSwap<Runtime>,
+    /// Live sessions.
+    pub sessions: Arc<SessionTable>,
+    /// The metric set.
+    pub metrics: Arc<Metrics>,
+    shutdown: watch::Sender<bool>,
+    draining: AtomicBool,
+    /// The file the configuration came from, for reloads.
+    config_path: parking_lot::Mutex<Option<std::path::PathBuf>>,
+    /// Serializes reloads (SIGHUP and the admin API).
+    pub(crate) reload_lock: tokio::sync::Mutex<()>,
+}
+
+impl AppState {
+    /// Builds the state for `config`.
+    pub fn new(config: Config) -> Result<Self, SetupError> {
+        let metrics = Arc::new(Metrics::new()?);
+        let runtime = Runtime::new(config, &metrics)?;
+        Ok(Self {
+            runtime: ArcSwap::from_pointee(runtime),
+            sessions: Arc::new(SessionTable::new()),
+            metrics,
+            shutdown: watch::Sender::new(false),
+            draining: AtomicBool::new(false),
+            config_path: parking_lot::Mutex::new(None),
+            reload_lock: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// Remembers the file to re-read on reload.
+    pub fn set_config_path(&self, path: Option<std::path::PathBuf>) {
+        *self.config_path.lock() = path;
+    }
+
+    /// The file to re-read on reload, if the configuration came from one.
+    pub fn config_path(&self) -> Option<std::path::PathBuf> {
+        self.config_path.lock().clone()
+    }
+
+    /// The configuration in force, and what was built from it.
+    pub fn runtime(&self) -> Arc<Runtime> {
+        self.runtime.load_full()
+    }
+
+    /// Puts `runtime` in force for new sessions and requests; returns the old one.
+    pub fn replace_runtime(&self, runtime: Runtime) -> Arc<Runtime> {
+        self.runtime.swap(Arc::new(runtime))
+    }
 
     /// Resolves for sessions that must end because xmpp-edge is stopping.
     pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
         self.shutdown.subscribe()
     }
 
-    /// Tells every session that xmpp-edge is stopping.
-    pub fn begin_shutdown(&self) {
-        self.shutdown.send_replace(true);
+    /// Stops taking new sessions (readiness goes false); live ones go on.
+    pub fn begin_drain(&self) {
+        self.draining.store(true, Ordering::Release);
     }
 
-    /// Counts a WebSocket session closed because its client stopped reading.
-    pub fn metrics_backlog_closed(&self) {
-        self.sessions.ws_backlog_closed();
+    /// Whether xmpp-edge is draining (not ready, no new sessions).
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    /// Tells every session that xmpp-edge is stopping.
+    pub fn begin_shutdown(&self) {
+        self.begin_drain();
+        self.shutdown.send_replace(true);
     }
 }
 
@@ -207,17 +308,19 @@ impl Cors {
     }
 }
 
-/// The router for the public listener.
+/// The router for the public listener. Its paths are fixed at start-up (a
+/// reload cannot move them).
 pub fn router(state: Arc<AppState>) -> Router {
+    let runtime = state.runtime();
     let mut router = Router::new();
-    for path in &state.config.bosh.paths {
+    for path in &runtime.config.bosh.paths {
         let route = post(bosh::post).options(bosh::preflight).get(bosh::info);
         router = router.route(path, route.clone());
         if !path.ends_with('/') {
             router = router.route(&format!("{path}/"), route);
         }
     }
-    for path in &state.config.websocket.paths {
+    for path in &runtime.config.websocket.paths {
         router = router.route(path, get(websocket::upgrade));
     }
     router

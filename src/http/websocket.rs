@@ -8,13 +8,15 @@ use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use rand::RngCore;
+
 use tracing::Instrument;
 
 use crate::clock;
 use crate::http::{AppState, ConnInfo};
 use crate::relay::drive;
+use crate::relay::driver::SessionContext;
 use crate::relay::websocket::WsRelay;
+use crate::sessions::{SessionInfo, Sid, Transport};
 use crate::websocket::WsSession;
 
 /// The subprotocol of RFC 7395.
@@ -52,9 +54,19 @@ pub async fn upgrade(
                 .into_response();
         }
     };
+    let runtime = state.runtime();
+    if state.is_draining() {
+        // New sessions belong on another replica.
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "1")],
+            "xmpp-edge is shutting down\n",
+        )
+            .into_response();
+    }
     // WS-4: a browser from an origin that is not allowed.
     if let Some(origin) = headers.get(header::ORIGIN)
-        && !state.ws_origins.allows(origin)
+        && !runtime.ws_origins.allows(origin)
     {
         tracing::info!(origin = ?origin, "WebSocket refused: origin not allowed");
         return (StatusCode::FORBIDDEN, "origin not allowed\n").into_response();
@@ -65,7 +77,7 @@ pub async fn upgrade(
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .any(|p| p.trim() == SUBPROTOCOL);
-    if !offered && state.config.websocket.require_subprotocol {
+    if !offered && runtime.config.websocket.require_subprotocol {
         tracing::info!("WebSocket refused: the xmpp subprotocol was not offered");
         return (
             StatusCode::BAD_REQUEST,
@@ -73,7 +85,7 @@ pub async fn upgrade(
         )
             .into_response();
     }
-    let w = &state.config.websocket;
+    let w = &runtime.config.websocket;
     let mut ws = ws
         .read_buffer_size(w.read_buffer_bytes)
         .write_buffer_size(0)
@@ -83,22 +95,28 @@ pub async fn upgrade(
     if offered {
         ws.set_selected_protocol(HeaderValue::from_static(SUBPROTOCOL));
     }
-    let client = state.client_info(conn.map(|c| c.0), &headers, "websocket");
-    let limits = Arc::clone(&state.ws_limits);
-    let upstreams = Arc::clone(&state.upstreams);
+    let client = runtime.client_info(conn.map(|c| c.0), &headers, "websocket");
     ws.on_upgrade(move |socket| {
-        let id = random_id();
-        let span = tracing::info_span!("ws", id = %&id[..12]);
+        // The stream id doubles as the session's id in the admin API:
+        // unpredictable (WS-21), 32 hex digits.
+        let sid = Sid::random();
+        let span = tracing::info_span!("ws", %sid);
         span.in_scope(|| tracing::debug!(client = ?client.source, "WebSocket connected"));
-        let core = WsSession::new(limits, id.into(), clock::now());
-        let relay = WsRelay::new(core, socket, state, client);
-        drive(relay, upstreams).instrument(span)
+        let info = Arc::new(SessionInfo::new(sid, Transport::WebSocket, client.source));
+        info.touch(clock::now());
+        state.sessions.insert(Arc::clone(&info), None);
+        let core = WsSession::new(
+            Arc::clone(&runtime.ws_limits),
+            sid.to_string().into(),
+            clock::now(),
+        );
+        let upstreams = Arc::clone(&runtime.upstreams);
+        let context = SessionContext {
+            info: Arc::clone(&info),
+            table: Arc::clone(&state.sessions),
+            metrics: Arc::clone(&state.metrics),
+        };
+        let relay = WsRelay::new(core, socket, state, runtime, client, info);
+        drive(relay, upstreams, context).instrument(span)
     })
-}
-
-/// A fresh, unpredictable stream id (WS-21), 32 hex digits.
-fn random_id() -> String {
-    let mut bytes = [0u8; 16];
-    rand::rng().fill_bytes(&mut bytes);
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -15,9 +15,10 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio::sync::{Notify, oneshot};
 
-use crate::bosh::{BoshRequest, BoshSession, EndReason, ReqId};
-use crate::relay::driver::{ClientSide, RouteRequest};
-use crate::sessions::{SessionTable, Sid};
+use crate::bosh::{BoshRequest, BoshSession, Condition, EndReason, ReqId};
+use crate::metrics::{CloseReason, Traffic};
+use crate::relay::driver::{ClientSide, RouteRequest, SideReport};
+use crate::sessions::Sid;
 use crate::upstream::{UpstreamAction, UpstreamEvent};
 
 /// The HTTP answer to one request.
@@ -213,26 +214,56 @@ impl BoshShared {
         self.wake.notify_one();
     }
 
+    /// Ends the session for an operator (admin kick).
+    pub fn kick(&self, now: Instant) {
+        {
+            let mut inner = self.inner.lock();
+            inner.core.handle_kick(now);
+            inner.dispatch(None);
+        }
+        self.wake.notify_one();
+    }
+
     /// Why the session ended, if it has.
     pub fn ended(&self) -> Option<EndReason> {
         self.inner.lock().core.ended()
     }
 }
 
+/// A session's end as a metric label.
+pub fn close_reason(reason: Option<EndReason>) -> CloseReason {
+    let (reason, condition) = match reason {
+        Some(EndReason::ClientTerminate) => ("client_close", ""),
+        Some(EndReason::Inactivity) => ("inactivity", ""),
+        Some(EndReason::UpstreamClosed) => ("upstream_closed", ""),
+        Some(EndReason::Condition(c)) => (
+            match c {
+                Condition::RemoteConnectionFailed | Condition::RemoteStreamError => {
+                    "upstream_error"
+                }
+                Condition::SeeOtherUri => "redirected",
+                Condition::SystemShutdown => "shutdown",
+                _ => "error",
+            },
+            c.as_str(),
+        ),
+        None => ("error", ""),
+    };
+    CloseReason { reason, condition }
+}
+
 /// The BOSH side of the relay loop.
 #[derive(Debug)]
 pub struct BoshRelay {
     shared: Arc<BoshShared>,
-    table: Arc<SessionTable>,
     route: Option<RouteRequest>,
 }
 
 impl BoshRelay {
-    /// Drives `shared` on `route`, removing it from `table` when it ends.
-    pub fn new(shared: Arc<BoshShared>, table: Arc<SessionTable>, route: RouteRequest) -> Self {
+    /// Drives `shared` on `route`.
+    pub fn new(shared: Arc<BoshShared>, route: RouteRequest) -> Self {
         Self {
             shared,
-            table,
             route: Some(route),
         }
     }
@@ -286,12 +317,37 @@ impl ClientSide for BoshRelay {
         self.shared.set_congested(congested);
     }
 
+    fn report(&mut self) -> SideReport {
+        let inner = self.shared.inner.lock();
+        let stats = inner.core.stats();
+        SideReport {
+            traffic: Traffic {
+                stanzas_to_client: stats.elements_to_client,
+                bytes_to_client: stats.bytes_to_client,
+                stanzas_to_upstream: stats.elements_to_upstream,
+                bytes_to_upstream: stats.bytes_to_upstream,
+                retransmissions: stats.retransmissions,
+                rid_errors: stats.rid_errors,
+                ..Traffic::default()
+            },
+            queued_to_client: inner.core.queued_bytes(),
+            held_requests: inner.core.held_requests(),
+        }
+    }
+
+    fn kick(&mut self, now: Instant) {
+        self.shared.kick(now);
+    }
+
+    fn close_reason(&mut self) -> CloseReason {
+        close_reason(self.shared.ended())
+    }
+
     fn on_client(&mut self, _now: Instant, _input: ()) {}
 
     fn finished(&mut self) {
         let reason = self.shared.ended();
         tracing::info!(?reason, "session ended");
         self.shared.set_congested(false);
-        self.table.remove_bosh(self.shared.sid, &self.shared);
     }
 }

@@ -23,6 +23,8 @@ use std::time::{Duration, Instant};
 use tracing::Instrument;
 
 use crate::clock;
+use crate::metrics::{CloseReason, Metrics, Traffic};
+use crate::sessions::{SessionInfo, SessionState, SessionTable};
 use crate::upstream::conn::{Finish, UpstreamConn};
 pub use crate::upstream::pool::RouteRequest;
 use crate::upstream::pool::{Connected, Lease, Upstreams};
@@ -55,15 +57,53 @@ pub trait ClientSide: Send + 'static {
     /// The server is not taking client data fast enough (or is not connected
     /// yet): stop reading from the client until this is called with `false`.
     fn upstream_congested(&mut self, congested: bool);
+    /// Counters and queue levels, for the session table and metrics.
+    fn report(&mut self) -> SideReport;
+    /// An operator ends the session (admin kick).
+    fn kick(&mut self, now: Instant);
+    /// Why the session ended, once it has.
+    fn close_reason(&mut self) -> CloseReason;
     /// Called once when the loop ends.
     fn finished(&mut self);
+}
+
+/// What a client side reports to the driver each turn.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SideReport {
+    /// Totals so far.
+    pub traffic: Traffic,
+    /// Bytes waiting for the client.
+    pub queued_to_client: usize,
+    /// Parked BOSH requests.
+    pub held_requests: usize,
+}
+
+/// A session's place in the world: its entry in the session table (removed
+/// when the driver ends) and the metrics it feeds.
+#[derive(Clone, Debug)]
+pub struct SessionContext {
+    /// What operators see of the session.
+    pub info: Arc<SessionInfo>,
+    /// The table it is registered in.
+    pub table: Arc<SessionTable>,
+    /// Where its counters go.
+    pub metrics: Arc<Metrics>,
 }
 
 type Connecting = Pin<Box<dyn Future<Output = Result<Connected, UpstreamFailure>> + Send>>;
 
 /// Runs the session until it is over, connecting upstream when the client
 /// side names its route.
-pub async fn drive<S: ClientSide>(mut side: S, upstreams: Arc<Upstreams>) {
+pub async fn drive<S: ClientSide>(mut side: S, upstreams: Arc<Upstreams>, ctx: SessionContext) {
+    let SessionContext {
+        info,
+        table,
+        metrics,
+    } = ctx;
+    metrics.session_opened(info.transport);
+    let mut reported = Traffic::default();
+    let mut setup_started = clock::now();
+    let mut kick_seen = false;
     let settings = Arc::clone(upstreams.settings());
     let mut conn: Option<UpstreamConn> = None;
     let mut lease: Option<Lease> = None;
@@ -81,6 +121,8 @@ pub async fn drive<S: ClientSide>(mut side: S, upstreams: Arc<Upstreams>) {
     loop {
         if !routed && let Some(route) = side.upstream_route(clock::now()) {
             routed = true;
+            setup_started = clock::now();
+            info.set_domain(&route.domain);
             side.take_actions(&mut actions);
             match actions.pop_front() {
                 Some(UpstreamAction::Open(open)) if !open.restart => {
@@ -125,9 +167,19 @@ pub async fn drive<S: ClientSide>(mut side: S, upstreams: Arc<Upstreams>) {
             upstream_failed(&mut side, lease.as_ref(), closing, failure);
             continue;
         }
+        report(&mut side, &info, &metrics, conn.as_ref(), &mut reported);
         if side.is_done() {
             break;
         }
+        info.set_state(
+            if closing || (conn.is_none() && connecting.is_none() && routed) {
+                SessionState::Closing
+            } else if conn.is_some() {
+                SessionState::Open
+            } else {
+                SessionState::Connecting
+            },
+        );
         // Client input waits while the server is not taking what it already
         // has, or before there is a server at all: client data never piles up.
         let now_congested = connecting.is_some()
@@ -156,6 +208,11 @@ pub async fn drive<S: ClientSide>(mut side: S, upstreams: Arc<Upstreams>) {
                 connecting = None;
                 match result {
                     Ok(mut done) => {
+                        info.set_upstream(&done.lease.address());
+                        metrics
+                            .session_setup_seconds
+                            .with_label_values(&[info.transport.as_str()])
+                            .observe(clock::now().saturating_duration_since(setup_started).as_secs_f64());
                         conn = Some(done.conn);
                         lease = Some(done.lease);
                         side.on_upstream(clock::now(), &mut done.events);
@@ -178,6 +235,15 @@ pub async fn drive<S: ClientSide>(mut side: S, upstreams: Arc<Upstreams>) {
                     // A server that drops sessions is taken out of rotation.
                     lease.report_lost();
                 }
+                if info.wants_jid() {
+                    for event in &events {
+                        if let UpstreamEvent::Element(element) = event
+                            && let Some(jid) = element.bound_jid()
+                        {
+                            info.set_jid(jid);
+                        }
+                    }
+                }
                 if !events.is_empty() {
                     side.on_upstream(clock::now(), &mut events);
                     events.clear();
@@ -195,6 +261,11 @@ pub async fn drive<S: ClientSide>(mut side: S, upstreams: Arc<Upstreams>) {
                 upstream_failed(&mut side, lease.as_ref(), closing, failure);
             }
             input = side.client_ready() => side.on_client(clock::now(), input),
+            () = info.kicked(), if !kick_seen => {
+                kick_seen = true;
+                tracing::info!("session ended by an operator");
+                side.kick(clock::now());
+            }
             () = &mut sleep, if armed.is_some() => {
                 armed = None;
                 side.on_timeout(clock::now());
@@ -202,6 +273,9 @@ pub async fn drive<S: ClientSide>(mut side: S, upstreams: Arc<Upstreams>) {
         }
     }
     side.finished();
+    report(&mut side, &info, &metrics, conn.as_ref(), &mut reported);
+    table.remove(&info);
+    metrics.session_closed(info.transport, side.close_reason());
     if let Some(c) = conn {
         let task = async move {
             if closing {
@@ -215,6 +289,38 @@ pub async fn drive<S: ClientSide>(mut side: S, upstreams: Arc<Upstreams>) {
         tokio::spawn(task.in_current_span());
     }
     drop(lease);
+}
+
+/// Publishes the side's counters: differences to the metrics, levels to the
+/// session's entry.
+fn report<S: ClientSide>(
+    side: &mut S,
+    info: &SessionInfo,
+    metrics: &Metrics,
+    conn: Option<&UpstreamConn>,
+    reported: &mut Traffic,
+) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let now = side.report();
+    let delta = now.traffic.since(reported);
+    if delta != Traffic::default() {
+        metrics.relayed(info.transport, &delta);
+        *reported = now.traffic;
+        info.stanzas_to_client
+            .store(now.traffic.stanzas_to_client, Relaxed);
+        info.bytes_to_client
+            .store(now.traffic.bytes_to_client, Relaxed);
+        info.stanzas_to_upstream
+            .store(now.traffic.stanzas_to_upstream, Relaxed);
+        info.bytes_to_upstream
+            .store(now.traffic.bytes_to_upstream, Relaxed);
+    }
+    let as_u64 = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+    info.queued_to_client
+        .store(as_u64(now.queued_to_client), Relaxed);
+    info.held_requests.store(as_u64(now.held_requests), Relaxed);
+    info.queued_to_upstream
+        .store(as_u64(conn.map_or(0, UpstreamConn::queued_bytes)), Relaxed);
 }
 
 /// The connection broke: counts against the server unless we were leaving

@@ -16,11 +16,13 @@ use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::watch;
 
-use crate::http::AppState;
-use crate::relay::driver::{ClientSide, RouteRequest};
+use crate::http::{AppState, Runtime};
+use crate::metrics::{CloseReason, Traffic};
+use crate::relay::driver::{ClientSide, RouteRequest, SideReport};
+use crate::sessions::{SessionInfo, Transport};
 use crate::upstream::proxy_protocol::ClientInfo;
 use crate::upstream::{UpstreamAction, UpstreamEvent};
-use crate::websocket::{ClientAction, WsSession};
+use crate::websocket::{ClientAction, WsEnd, WsSession};
 
 /// Time allowed to flush the last messages (the error, `<close/>`, the Close
 /// frame) once the session is over.
@@ -50,7 +52,10 @@ pub struct WsRelay {
     write_broken: bool,
     close_queued: bool,
     ended_at: Option<Instant>,
+    messages_sent: u64,
     state: Arc<AppState>,
+    runtime: Arc<Runtime>,
+    info: Arc<SessionInfo>,
     client: ClientInfo,
     shutdown: watch::Receiver<bool>,
     shutdown_seen: bool,
@@ -66,16 +71,18 @@ impl std::fmt::Debug for WsRelay {
 }
 
 impl WsRelay {
-    /// Wraps an accepted WebSocket of `client`.
+    /// Wraps an accepted WebSocket of `client`, under the configuration
+    /// `runtime` for its whole life.
     pub fn new(
         core: WsSession,
         socket: WebSocket,
         state: Arc<AppState>,
+        runtime: Arc<Runtime>,
         client: ClientInfo,
+        info: Arc<SessionInfo>,
     ) -> Self {
         let shutdown = state.shutdown_signal();
         let shutdown_seen = *shutdown.borrow();
-        state.sessions.ws_opened();
         Self {
             core,
             socket,
@@ -87,7 +94,10 @@ impl WsRelay {
             write_broken: false,
             close_queued: false,
             ended_at: None,
+            messages_sent: 0,
             state,
+            runtime,
+            info,
             client,
             shutdown,
             shutdown_seen,
@@ -105,6 +115,7 @@ impl WsRelay {
                     ClientAction::Text(bytes) => match Utf8Bytes::try_from(bytes) {
                         Ok(text) => {
                             self.out_bytes += text.len();
+                            self.messages_sent += 1;
                             self.out.push_back(Message::Text(text));
                         }
                         Err(e) => tracing::error!("dropping a non-UTF-8 message: {e}"),
@@ -123,9 +134,14 @@ impl WsRelay {
                     }
                 }
             }
-            if self.out_bytes > self.state.config.websocket.max_backlog_bytes && !self.close_queued
+            if self.out_bytes > self.runtime.config.websocket.max_backlog_bytes
+                && !self.close_queued
             {
-                self.state.metrics_backlog_closed();
+                self.state
+                    .metrics
+                    .slow_client_closes
+                    .with_label_values(&[Transport::WebSocket.as_str()])
+                    .inc();
                 self.core.handle_client_backlog(now, self.out_bytes);
                 continue;
             }
@@ -171,6 +187,9 @@ impl WsRelay {
     }
 
     fn on_frame(&mut self, now: Instant, frame: Option<Result<Message, axum::Error>>) {
+        if matches!(frame, Some(Ok(_))) {
+            self.info.touch(now);
+        }
         match frame {
             Some(Ok(Message::Text(text))) => self.core.handle_client_text(now, &text),
             Some(Ok(Message::Binary(_))) => self.core.handle_client_binary(now),
@@ -220,7 +239,7 @@ impl ClientSide for WsRelay {
 
     fn upstream_route(&mut self, now: Instant) -> Option<RouteRequest> {
         let domain = self.core.requested_domain()?;
-        match self.state.upstreams.serves(domain) {
+        match self.runtime.upstreams.serves(domain) {
             Some(own) => {
                 tracing::info!(domain, "WebSocket stream opened");
                 let route = RouteRequest {
@@ -281,6 +300,50 @@ impl ClientSide for WsRelay {
         self.reading_paused = congested;
     }
 
+    fn report(&mut self) -> SideReport {
+        let stats = self.core.stats();
+        SideReport {
+            traffic: Traffic {
+                stanzas_to_client: stats.elements_to_client,
+                bytes_to_client: stats.bytes_to_client,
+                stanzas_to_upstream: stats.elements_to_upstream,
+                bytes_to_upstream: stats.bytes_to_upstream,
+                messages_from_client: stats.messages_from_client,
+                messages_to_client: self.messages_sent,
+                ..Traffic::default()
+            },
+            queued_to_client: self.out_bytes,
+            held_requests: 0,
+        }
+    }
+
+    fn kick(&mut self, now: Instant) {
+        self.core.handle_kick(now);
+        self.pump(now);
+    }
+
+    fn close_reason(&mut self) -> CloseReason {
+        let (reason, condition) = match self.core.ended() {
+            Some(WsEnd::Closed) => ("client_close", ""),
+            Some(WsEnd::ClientGone) => ("client_gone", ""),
+            Some(WsEnd::StreamError(c)) => (
+                match c {
+                    "internal-server-error" | "remote-connection-failed" | "host-unknown" => {
+                        "upstream_error"
+                    }
+                    "system-shutdown" => "shutdown",
+                    "connection-timeout" => "inactivity",
+                    _ => "error",
+                },
+                c,
+            ),
+            Some(WsEnd::UpstreamStreamError) => ("upstream_error", "remote-stream-error"),
+            Some(WsEnd::Redirected) => ("redirected", ""),
+            None => ("error", ""),
+        };
+        CloseReason { reason, condition }
+    }
+
     async fn client_ready(&mut self) -> WsInput {
         let shutdown_seen = self.shutdown_seen;
         let mut shutdown = self.shutdown.clone();
@@ -310,7 +373,6 @@ impl ClientSide for WsRelay {
     }
 
     fn finished(&mut self) {
-        self.state.sessions.ws_closed();
         let stats = self.core.stats();
         tracing::info!(
             reason = ?self.core.ended(),

@@ -101,7 +101,7 @@ impl std::fmt::Debug for Upstream {
 }
 
 /// A snapshot of one upstream, for metrics, readiness and the admin API.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct UpstreamStatus {
     /// The domain it serves.
     pub domain: String,
@@ -258,6 +258,8 @@ pub struct Upstreams {
     dns: Dns,
     settings: Arc<ConnSettings>,
     health: HealthSettings,
+    /// Time per stream opened, by domain and result (metrics).
+    connect_seconds: Option<prometheus::HistogramVec>,
 }
 
 impl std::fmt::Debug for Upstreams {
@@ -271,6 +273,13 @@ impl std::fmt::Debug for Upstreams {
 // === impl Upstreams ===
 
 impl Upstreams {
+    /// Records the time of every stream opened in `histogram` (labels:
+    /// domain, result).
+    pub fn with_connect_histogram(mut self, histogram: prometheus::HistogramVec) -> Self {
+        self.connect_seconds = Some(histogram);
+        self
+    }
+
     /// Builds the pools of `config`.
     pub fn new(config: &Config) -> Result<Self, PoolSetupError> {
         let u = &config.upstream;
@@ -363,6 +372,7 @@ impl Upstreams {
             dns,
             settings: Arc::new(config.conn_settings()),
             health,
+            connect_seconds: None,
         })
     }
 
@@ -442,7 +452,17 @@ impl Upstreams {
         });
         let mut last = UpstreamFailure::NoHealthyUpstream;
         for upstream in order {
-            match self.dial(route, &upstream, client, open.clone()).await {
+            let started = clock::now();
+            let dialed = self.dial(route, &upstream, client, open.clone()).await;
+            if let Some(h) = &self.connect_seconds {
+                let result = if dialed.is_ok() { "ok" } else { "failed" };
+                h.with_label_values(&[domain, result]).observe(
+                    clock::now()
+                        .saturating_duration_since(started)
+                        .as_secs_f64(),
+                );
+            }
+            match dialed {
                 Ok((conn, events)) => {
                     upstream.record_success(&self.health);
                     if conn.tls_resumed() == Some(true) {

@@ -445,6 +445,19 @@ impl WsSession {
         );
     }
 
+    /// An operator ends the session: a `policy-violation` stream error to
+    /// the client, and a proper close of the server's stream (nothing to
+    /// resume).
+    pub fn handle_kick(&mut self, now: Instant) {
+        self.stream_error(
+            now,
+            "policy-violation",
+            Some("ended by an administrator"),
+            close_code::NORMAL,
+            UpstreamAction::Close,
+        );
+    }
+
     /// Something happened upstream.
     pub fn handle_upstream(&mut self, now: Instant, event: UpstreamEvent) {
         if self.phase == Phase::Ended {

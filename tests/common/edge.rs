@@ -12,6 +12,10 @@ use xmpp_edge::http::AppState;
 pub struct Edge {
     /// The HTTP listener.
     pub addr: SocketAddr,
+    /// `/metrics`, `/healthz`, `/readyz`.
+    pub metrics_addr: SocketAddr,
+    /// The admin API and status page.
+    pub admin_addr: SocketAddr,
     /// Shared state, to look at the session table.
     pub state: Arc<AppState>,
     stop: Option<oneshot::Sender<()>>,
@@ -28,8 +32,13 @@ pub fn config(upstream: &str, extra: &str) -> Config {
 }
 
 impl Edge {
-    /// Starts xmpp-edge with `config`. Logs go to the test output when `RUST_LOG` is set.
-    pub async fn start(config: Config) -> Self {
+    /// Starts xmpp-edge with `config` (side listeners on ephemeral loopback
+    /// ports). Logs go to the test output when `RUST_LOG` is set.
+    pub async fn start(mut config: Config) -> Self {
+        config.metrics.listen = "127.0.0.1:0".parse().unwrap();
+        config.admin.listen = "127.0.0.1:0".parse().unwrap();
+        config.metrics.enabled = true;
+        config.admin.enabled = true;
         if std::env::var_os("RUST_LOG").is_some() {
             let _ = tracing_subscriber::fmt()
                 .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
@@ -38,6 +47,8 @@ impl Edge {
         }
         let server = Server::bind(config).await.expect("bind");
         let addr = server.local_addr().expect("addr");
+        let metrics_addr = server.metrics_addr().expect("metrics listener");
+        let admin_addr = server.admin_addr().expect("admin listener");
         let state = server.state();
         let (stop, stopped) = oneshot::channel();
         let task = tokio::spawn(server.run(async {
@@ -45,6 +56,8 @@ impl Edge {
         }));
         Self {
             addr,
+            metrics_addr,
+            admin_addr,
             state,
             stop: Some(stop),
             task: Some(task),

@@ -6,6 +6,7 @@ pub mod bosh;
 pub mod dns;
 pub mod edge;
 pub mod ejabberd;
+pub mod process;
 pub mod prosody;
 pub mod recording_upstream;
 pub mod tcp_proxy;
