@@ -8,17 +8,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, mpsc};
-use tower::ServiceExt;
 
+use crate::admission::ConnectionSlot;
 use crate::config::{Config, LogConfig, LogFormat};
-use crate::http::{AppState, ConnInfo, SetupError, router};
-
-/// Time an HTTP/1.1 client has to send request headers (also the idle keep-alive limit).
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+use crate::http::{AppState, SetupError, conn, router};
+use crate::metrics::Limit;
+use crate::tls_front::{self, TlsFrontError};
 
 /// What the process is asked to do (signals, or a test).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,15 +44,21 @@ pub enum StartError {
     /// The configuration cannot be put in force.
     #[error(transparent)]
     Setup(#[from] SetupError),
+    /// The HTTPS certificates cannot be loaded.
+    #[error("tls.certificates: {0}")]
+    Tls(#[from] TlsFrontError),
 }
 
 /// A bound, not yet running, xmpp-edge.
 pub struct Server {
     listener: TcpListener,
+    tls_listener: Option<TcpListener>,
     metrics_listener: Option<TcpListener>,
     admin_listener: Option<TcpListener>,
     state: Arc<AppState>,
     router: Router,
+    /// The plain listener's router: the service, or redirects to HTTPS.
+    plain_router: Router,
 }
 
 async fn bind(key: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
@@ -68,6 +71,11 @@ impl Server {
     /// Binds the listeners of `config` and starts the upstream pools.
     pub async fn bind(config: Config) -> Result<Self, StartError> {
         let listener = bind("server.listen", config.server.listen).await?;
+        let front_tls = tls_front::load(&config.tls)?;
+        let tls_listener = match front_tls {
+            Some(_) => Some(bind("tls.listen", config.tls.listen).await?),
+            None => None,
+        };
         let metrics_listener = match config.metrics.enabled {
             true => Some(bind("metrics.listen", config.metrics.listen).await?),
             false => None,
@@ -76,11 +84,24 @@ impl Server {
             true => Some(bind("admin.listen", config.admin.listen).await?),
             false => None,
         };
+        let redirect = config.tls.redirect_http;
         let state = Arc::new(AppState::new(config)?);
+        state.front_tls.store(front_tls);
+        if let Some(addr) = tls_listener.as_ref().and_then(|l| l.local_addr().ok()) {
+            state
+                .tls_port
+                .store(addr.port(), std::sync::atomic::Ordering::Relaxed);
+        }
         state.runtime().upstreams.spawn_background();
         let router = router(Arc::clone(&state));
         Ok(Self {
+            plain_router: if redirect {
+                crate::http::redirect::router(Arc::clone(&state))
+            } else {
+                router.clone()
+            },
             listener,
+            tls_listener,
             metrics_listener,
             admin_listener,
             state,
@@ -91,6 +112,11 @@ impl Server {
     /// The address the HTTP listener is bound to.
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// The HTTPS listener's address, if certificates are configured.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_listener.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// The metrics listener's address, if it is enabled.
@@ -135,13 +161,25 @@ impl Server {
             let router = crate::admin::admin_router(Arc::clone(&self.state));
             side_tasks.push(tokio::spawn(serve_plain(listener, router)));
         }
+        if let Some(listener) = self.tls_listener.take() {
+            side_tasks.push(tokio::spawn(accept_tls(
+                listener,
+                self.router.clone(),
+                Arc::clone(&self.state),
+            )));
+            side_tasks.push(tokio::spawn(watch_certificates(Arc::clone(&self.state))));
+        }
         let cut_short = Arc::new(Notify::new());
         let mut drain: Option<Pin<Box<dyn Future<Output = ()> + Send>>> = None;
         let mut control_open = true;
         loop {
             tokio::select! {
                 accepted = self.listener.accept() => match accepted {
-                    Ok((stream, peer)) => self.serve(stream, peer),
+                    Ok((stream, peer)) => {
+                        if let Some(slot) = connection_slot(&self.state) {
+                            conn::spawn_plain(stream, peer, self.plain_router.clone(), Arc::clone(&self.state), slot);
+                        }
+                    }
                     Err(e) => {
                         // Out of file descriptors or similar: back off instead of spinning.
                         tracing::warn!("accept failed: {e}");
@@ -190,31 +228,66 @@ impl Server {
         }
         tracing::info!("stopped");
     }
+}
 
-    fn serve(&self, stream: tokio::net::TcpStream, peer: SocketAddr) {
-        let _ = stream.set_nodelay(true);
-        let info = ConnInfo {
-            peer,
-            local: stream.local_addr().unwrap_or(peer),
-        };
-        let service = self.router.clone().map_request(
-            move |mut req: hyper::Request<hyper::body::Incoming>| {
-                req.extensions_mut().insert(info);
-                req
-            },
-        );
-        tokio::spawn(async move {
-            let result = hyper::server::conn::http1::Builder::new()
-                .keep_alive(true)
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
-                .with_upgrades()
-                .await;
-            if let Err(e) = result {
-                tracing::debug!(%peer, "HTTP connection ended: {e}");
+/// A place for a new client connection, or `None` (counted) at
+/// `limits.max_connections`; the connection is then closed at once.
+fn connection_slot(state: &Arc<AppState>) -> Option<ConnectionSlot> {
+    let slot = state.admission.connection(&state.runtime().config.limits);
+    if slot.is_none() {
+        state.metrics.limit_hit(Limit::Connections);
+    }
+    slot
+}
+
+/// The HTTPS accept loop; runs until aborted.
+async fn accept_tls(listener: TcpListener, router: Router, state: Arc<AppState>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                let Some(config) = state.front_tls.load_full() else {
+                    continue;
+                };
+                if let Some(slot) = connection_slot(&state) {
+                    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+                    conn::spawn_tls(
+                        stream,
+                        peer,
+                        acceptor,
+                        router.clone(),
+                        Arc::clone(&state),
+                        slot,
+                    );
+                }
             }
-        });
+            Err(e) => {
+                tracing::warn!("accept failed on the HTTPS listener: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Re-reads the certificates when their files change; a bad new file is
+/// logged and the old certificates stay.
+async fn watch_certificates(state: Arc<AppState>) {
+    let mut seen = tls_front::fingerprint(&state.runtime().config.tls);
+    loop {
+        let tls = state.runtime().config.tls.clone();
+        tokio::time::sleep(Duration::from_secs(u64::from(tls.reload_check_secs))).await;
+        let now = tls_front::fingerprint(&tls);
+        if now == seen {
+            continue;
+        }
+        seen = now;
+        match tls_front::load(&tls) {
+            Ok(Some(config)) => {
+                state.front_tls.store(Some(config));
+                tracing::info!("TLS certificates re-read");
+            }
+            Ok(None) => {}
+            Err(e) => tracing::error!("new TLS certificates rejected, the old ones stay: {e}"),
+        }
     }
 }
 
@@ -315,6 +388,9 @@ pub async fn run(config: Config, path: Option<PathBuf>) -> Result<(), StartError
         tracing::info!("WebSocket endpoint: ws://{}{path}", shown(addr));
     }
     tracing::info!("discovery: http://{}/.well-known/host-meta", shown(addr));
+    if let Some(t) = server.tls_addr() {
+        tracing::info!("HTTPS: https://{}/ (BOSH, WebSocket, discovery)", shown(t));
+    }
     if let Some(m) = server.metrics_addr() {
         tracing::info!(
             "metrics: http://{}/metrics (and /healthz, /readyz)",

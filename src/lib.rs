@@ -6,6 +6,8 @@
 //! move bytes.
 
 pub mod admin;
+pub mod admission;
+
 pub mod app;
 
 pub mod bosh;
@@ -20,6 +22,8 @@ pub mod shutdown;
 pub mod relay;
 pub mod sessions;
 pub mod stanza;
+pub mod tls_front;
+
 pub mod upstream;
 pub mod websocket;
 pub mod xml;
@@ -33,8 +37,8 @@ mod size_guards {
 
     #[test]
     fn per_session_structs_stay_small() {
-        assert!(size_of::<crate::bosh::BoshSession>() <= 640);
-        assert!(size_of::<crate::relay::bosh::BoshShared>() <= 760);
+        assert!(size_of::<crate::bosh::BoshSession>() <= 648);
+        assert!(size_of::<crate::relay::bosh::BoshShared>() <= 784);
         assert!(size_of::<crate::sessions::SessionInfo>() <= 256);
         assert!(size_of::<crate::upstream::conn::UpstreamConn>() <= 296);
         assert!(size_of::<crate::xml::splitter::Splitter>() <= 160);

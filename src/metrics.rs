@@ -25,6 +25,58 @@ const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+/// A limit of `[limits]` or of a transport section, as a metric label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Limit {
+    /// `limits.max_sessions`.
+    Sessions,
+    /// `limits.max_sessions_per_ip`.
+    SessionsPerIp,
+    /// `limits.new_sessions_per_ip_per_sec`.
+    NewSessionsPerIp,
+    /// `limits.max_connections`.
+    Connections,
+    /// `bosh.max_body_bytes`.
+    BoshBodyBytes,
+    /// `websocket.max_message_bytes`.
+    WebSocketMessageBytes,
+    /// `upstream.max_depth` / `limits.max_attributes` on client XML.
+    ClientXml,
+    /// `upstream.max_stanza_bytes` / `upstream.max_depth` on server XML.
+    UpstreamXml,
+    /// BOSH `requests`/`polling` rules (XEP-0124 §11).
+    BoshOveractivity,
+    /// `websocket.max_backlog_bytes`.
+    ClientBacklog,
+    /// `upstream.max_write_queue_bytes`: the client was held back.
+    UpstreamWriteQueue,
+    /// `limits.header_read_timeout_secs`.
+    HeaderReadTimeout,
+    /// `limits.tls_handshake_timeout_secs`.
+    TlsHandshakeTimeout,
+}
+
+impl Limit {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sessions => "sessions",
+            Self::SessionsPerIp => "sessions_per_ip",
+            Self::NewSessionsPerIp => "new_sessions_per_ip",
+            Self::Connections => "connections",
+            Self::BoshBodyBytes => "bosh_body_bytes",
+            Self::WebSocketMessageBytes => "websocket_message_bytes",
+            Self::ClientXml => "client_xml",
+            Self::UpstreamXml => "upstream_xml",
+            Self::BoshOveractivity => "bosh_overactivity",
+            Self::ClientBacklog => "client_backlog",
+            Self::UpstreamWriteQueue => "upstream_write_queue",
+            Self::HeaderReadTimeout => "header_read_timeout",
+            Self::TlsHandshakeTimeout => "tls_handshake_timeout",
+        }
+    }
+}
+
 /// Why a session ended, as a metric label.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CloseReason {
@@ -75,6 +127,8 @@ pub struct Metrics {
     pub session_setup_seconds: HistogramVec,
     /// Configuration reloads, by result.
     pub reloads: IntCounterVec,
+    /// Limits hit, by limit.
+    pub limit_hits: IntCounterVec,
     sessions_live: IntGaugeVec,
     bosh_held_requests: IntGauge,
     queued_bytes: IntGaugeVec,
@@ -228,6 +282,12 @@ impl Metrics {
                 "Configuration reloads, by result (ok or rejected).",
                 &["result"],
             )?,
+            limit_hits: counter_vec(
+                &r,
+                "xmpp_edge_limit_hits_total",
+                "Requests, messages, sessions or connections refused or cut off by a limit.",
+                &["limit"],
+            )?,
             sessions_live: gauge_vec(
                 &r,
                 "xmpp_edge_sessions",
@@ -285,6 +345,17 @@ impl Metrics {
         Ok(metrics)
     }
 
+    /// Counts a limit being hit.
+    pub fn limit_hit(&self, limit: Limit) {
+        self.limit_hit_by(limit, 1);
+    }
+
+    fn limit_hit_by(&self, limit: Limit, n: u64) {
+        self.limit_hits
+            .with_label_values(&[limit.as_str()])
+            .inc_by(n);
+    }
+
     /// Counts a new session.
     pub fn session_opened(&self, transport: Transport) {
         self.sessions_opened
@@ -326,6 +397,12 @@ impl Metrics {
         }
         if delta.rid_errors > 0 {
             self.bosh_rid_errors.inc_by(delta.rid_errors);
+        }
+        if delta.client_xml_limit_hits > 0 {
+            self.limit_hit_by(Limit::ClientXml, delta.client_xml_limit_hits);
+        }
+        if delta.overactivity > 0 {
+            self.limit_hit_by(Limit::BoshOveractivity, delta.overactivity);
         }
     }
 
@@ -424,6 +501,10 @@ pub struct Traffic {
     pub retransmissions: u64,
     /// BOSH requests refused for their rid.
     pub rid_errors: u64,
+    /// Client elements refused for depth or attribute count.
+    pub client_xml_limit_hits: u64,
+    /// BOSH sessions ended for too many or too frequent requests.
+    pub overactivity: u64,
 }
 
 impl Traffic {
@@ -448,6 +529,10 @@ impl Traffic {
                 .saturating_sub(earlier.messages_to_client),
             retransmissions: self.retransmissions.saturating_sub(earlier.retransmissions),
             rid_errors: self.rid_errors.saturating_sub(earlier.rid_errors),
+            client_xml_limit_hits: self
+                .client_xml_limit_hits
+                .saturating_sub(earlier.client_xml_limit_hits),
+            overactivity: self.overactivity.saturating_sub(earlier.overactivity),
         }
     }
 }

@@ -22,6 +22,9 @@ pub enum ReloadError {
     /// the token file).
     #[error(transparent)]
     Setup(#[from] SetupError),
+    /// The HTTPS certificates cannot be loaded.
+    #[error("tls.certificates: {0}")]
+    Tls(#[from] crate::tls_front::TlsFrontError),
 }
 
 /// What a successful reload did.
@@ -53,9 +56,13 @@ fn reload_from(state: &AppState, path: &Path) -> Result<ReloadReport, ReloadErro
     let mut config = config::load_file(path)?;
     let old = state.runtime();
     let needs_restart = keep_fixed(&old.config, &mut config);
+    let front_tls = crate::tls_front::load(&config.tls)?;
     let runtime = Runtime::new(config, &state.metrics)?;
     let upstreams = Arc::clone(&runtime.upstreams);
     state.replace_runtime(runtime);
+    if front_tls.is_some() {
+        state.front_tls.store(front_tls);
+    }
     // The old pools' background tasks stop once their last session is gone.
     upstreams.spawn_background();
     Ok(ReloadReport { needs_restart })
@@ -80,6 +87,13 @@ fn keep_fixed(old: &Config, new: &mut Config) -> Vec<&'static str> {
     keep!(admin.listen, "admin.listen");
     keep!(admin.enabled, "admin.enabled");
     keep!(log, "log");
+    keep!(tls.listen, "tls.listen");
+    keep!(tls.redirect_http, "tls.redirect_http");
+    if new.tls.certificates.is_empty() != old.tls.certificates.is_empty() {
+        // Turning HTTPS on or off needs a listener bound or closed.
+        new.tls.certificates = old.tls.certificates.clone();
+        changed.push("tls.certificates (turning HTTPS on or off)");
+    }
     changed
 }
 

@@ -574,3 +574,40 @@ async fn sighup_reloads_and_a_broken_file_keeps_the_old_config() {
         2.0
     );
 }
+
+/// BOSH-82b: a reload that stops serving a domain ends its sessions with
+/// `host-gone` at their next request; new ones get `host-unknown`. Other
+/// domains carry on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bosh_82b_a_domain_removed_by_reload_is_host_gone() {
+    let prosody = Prosody::start();
+    let both = format!(
+        "{}[hosts.\"example.test\"]\nupstreams = [\"{}\"]\n",
+        hosts(&prosody),
+        prosody.addr()
+    );
+    let edge = EdgeProcess::start("hostgone", "", &both);
+    let (leaving, r) = BoshClient::create_for(edge.addr, "example.test", "wait='5' hold='1'").await;
+    assert!(r.body.contains("<stream:features"), "{}", r.body);
+    let (staying, r) = BoshClient::create(edge.addr, "wait='5' hold='1'").await;
+    assert!(r.body.contains("<stream:features"), "{}", r.body);
+    edge.rewrite_config("", &hosts(&prosody));
+    let r = send(edge.admin_addr, "POST", "/admin/reload", "").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = leaving.request(leaving.first_rid + 1, "", "").await;
+    assert_eq!(
+        attr(&r.body, "condition").as_deref(),
+        Some("host-gone"),
+        "{}",
+        r.body
+    );
+    let (_, r) = BoshClient::create_for(edge.addr, "example.test", "wait='5'").await;
+    assert_eq!(
+        attr(&r.body, "condition").as_deref(),
+        Some("host-unknown"),
+        "{}",
+        r.body
+    );
+    let r = staying.request(staying.first_rid + 1, "", "").await;
+    assert!(!r.body.contains("terminate"), "{}", r.body);
+}

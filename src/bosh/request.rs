@@ -49,7 +49,8 @@ impl std::fmt::Display for Version {
     }
 }
 
-/// Why a payload was refused; the session ends with `bad-request`.
+/// Why a payload was refused; the session ends with `bad-request`, or
+/// `policy-violation` for a limit (depth, attributes).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum PayloadError {
     /// Ill-formed or restricted XML in a payload (BOSH-15).

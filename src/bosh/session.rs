@@ -31,10 +31,11 @@ use bytes::Bytes;
 
 use crate::bosh::condition::Condition;
 use crate::bosh::keys::KeyChain;
-use crate::bosh::request::{BoshRequest, Version};
+use crate::bosh::request::{BoshRequest, PayloadError, Version};
 use crate::bosh::response::{BodyAttrs, BodyKind, CreationAttrs, StreamInfo, write_body};
 use crate::stanza::{ElementKind, StandaloneContext, Stanza, StreamHeader};
 use crate::upstream::{OpenStream, UpstreamAction, UpstreamEvent, UpstreamFailure};
+use crate::xml::reserialize::ClientXmlError;
 
 /// Identifies one HTTP request while the core may still answer it.
 pub type ReqId = u64;
@@ -116,6 +117,12 @@ pub struct SessionStats {
     pub bytes_to_upstream: u64,
     /// Requests refused for their rid (beyond the window, or too old).
     pub rid_errors: u64,
+    /// Payloads refused for nesting too deep.
+    pub too_deep: u64,
+    /// Payloads refused for too many attributes on an element.
+    pub too_many_attributes: u64,
+    /// Sessions ended for too many or too frequent requests.
+    pub overactivity: u64,
 }
 
 /// What the session agreed with the client at creation.
@@ -440,6 +447,7 @@ impl BoshSession {
         }
         if let Some(condition) = self.overactivity(now, &request) {
             tracing::info!(sid = %self.sid, rid, "overactivity: {condition}");
+            self.stats.overactivity += 1;
             self.terminate(now, Some(condition), None, Cause::Request(req_id));
             return;
         }
@@ -567,12 +575,22 @@ impl BoshSession {
     /// server's stream is closed properly (nothing to resume), and the client
     /// gets `policy-violation`.
     pub fn handle_kick(&mut self, now: Instant) {
+        self.end_served(now, Condition::PolicyViolation);
+    }
+
+    /// The session's domain is no longer served (a reload removed it): the
+    /// client gets `host-gone` (BOSH-82b), the server a proper close.
+    pub fn handle_host_gone(&mut self, now: Instant) {
+        self.end_served(now, Condition::HostGone);
+    }
+
+    fn end_served(&mut self, now: Instant, condition: Condition) {
         if self.ended.is_some() {
             return;
         }
         self.flush_outbox(now);
         self.finish_upstream(UpstreamAction::Close);
-        self.terminate(now, Some(Condition::PolicyViolation), None, Cause::Upstream);
+        self.terminate(now, Some(condition), None, Cause::Upstream);
     }
 
     // --- request processing ---
@@ -691,12 +709,19 @@ impl BoshSession {
         }
         if let Some(error) = request.payload_error {
             tracing::info!(sid = %self.sid, rid = request.rid, "refused payload: {error}");
-            self.terminate(
-                now,
-                Some(Condition::BadRequest),
-                None,
-                Cause::Request(req_id),
-            );
+            // A limit is a policy; anything else is a malformed request.
+            let condition = match error {
+                PayloadError::Xml(ClientXmlError::TooDeep) => {
+                    self.stats.too_deep += 1;
+                    Condition::PolicyViolation
+                }
+                PayloadError::Xml(ClientXmlError::TooManyAttributes) => {
+                    self.stats.too_many_attributes += 1;
+                    Condition::PolicyViolation
+                }
+                _ => Condition::BadRequest,
+            };
+            self.terminate(now, Some(condition), None, Cause::Request(req_id));
             return;
         }
         let report = if self.neg.acks {

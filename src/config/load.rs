@@ -118,6 +118,38 @@ fn at(path: &[&str], message: impl Into<String>) -> Invalid {
 
 /// Cross-field and value checks that serde cannot express.
 fn validate(c: &Config) -> Result<(), Invalid> {
+    if c.tls.redirect_http && c.tls.certificates.is_empty() {
+        return Err(at(
+            &["tls", "redirect_http"],
+            "needs at least one [[tls.certificates]]",
+        ));
+    }
+    if !c.tls.certificates.is_empty() && c.tls.listen == c.server.listen && c.tls.listen.port() != 0
+    {
+        return Err(at(&["tls", "listen"], "must differ from server.listen"));
+    }
+    if c.tls.reload_check_secs == 0 {
+        return Err(at(&["tls", "reload_check_secs"], "must be at least 1"));
+    }
+    let l = &c.limits;
+    for (key, value) in [
+        ("max_sessions", l.max_sessions),
+        ("max_sessions_per_ip", l.max_sessions_per_ip),
+        ("new_sessions_per_ip_per_sec", l.new_sessions_per_ip_per_sec),
+        ("max_attributes", u32::from(l.max_attributes)),
+        (
+            "header_read_timeout_secs",
+            u32::from(l.header_read_timeout_secs),
+        ),
+        (
+            "tls_handshake_timeout_secs",
+            u32::from(l.tls_handshake_timeout_secs),
+        ),
+    ] {
+        if value == 0 {
+            return Err(at(&["limits", key], "must be at least 1"));
+        }
+    }
     if c.server.shutdown_grace_secs == 0 {
         return Err(at(&["server", "shutdown_grace_secs"], "must be at least 1"));
     }

@@ -41,6 +41,10 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// The admin API and status page listener.
     pub admin: AdminConfig,
+    /// What one client, and everyone together, may use.
+    pub limits: LimitsConfig,
+    /// The HTTPS listener.
+    pub tls: TlsConfig,
     /// Served XMPP domains and their upstream servers.
     pub hosts: BTreeMap<String, HostConfig>,
 }
@@ -64,6 +68,8 @@ impl Default for Config {
             dns: DnsConfig::default(),
             metrics: MetricsConfig::default(),
             admin: AdminConfig::default(),
+            limits: LimitsConfig::default(),
+            tls: TlsConfig::default(),
             hosts,
         }
     }
@@ -113,6 +119,86 @@ impl Default for MetricsConfig {
         Self {
             enabled: true,
             listen: SocketAddr::from(([0, 0, 0, 0], 9280)),
+        }
+    }
+}
+
+/// `[tls]`: the HTTPS listener (BOSH and host-meta over HTTP/1.1 or HTTP/2,
+/// WebSocket over HTTP/1.1 or HTTP/2 extended CONNECT). On when at least one
+/// certificate is configured.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// Certificates, chosen by the name the client asks for (SNI) among the
+    /// DNS names of each; the first one serves clients that ask for none
+    /// or for a name no certificate has.
+    pub certificates: Vec<CertificateConfig>,
+    /// Answer plain HTTP with a redirect to HTTPS (BOSH: `see-other-uri`).
+    pub redirect_http: bool,
+    /// How often certificate files are checked for changes, seconds (they
+    /// are also re-read on reload).
+    pub reload_check_secs: u16,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 443)),
+            certificates: Vec::new(),
+            redirect_http: false,
+            reload_check_secs: 10,
+        }
+    }
+}
+
+/// One certificate of `[tls]`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateConfig {
+    /// PEM certificate chain, leaf first.
+    pub cert_file: String,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: String,
+}
+
+/// `[limits]`: resources a stranger can make xmpp-edge spend. The per-message
+/// limits live with their transport (`bosh.max_body_bytes`,
+/// `websocket.max_message_bytes`, `upstream.max_stanza_bytes`, ...).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Live sessions (BOSH and WebSocket together); new ones beyond get 503.
+    pub max_sessions: u32,
+    /// Live sessions per client address (IPv6: per /64); beyond: 429.
+    pub max_sessions_per_ip: u32,
+    /// New sessions per second per client address (IPv6: per /64), with a
+    /// burst of twice as many; beyond: 429.
+    pub new_sessions_per_ip_per_sec: u32,
+    /// Open client connections on all listeners; `0` derives it from the
+    /// open-file limit (half of it, as each session also holds an upstream
+    /// socket). Connections beyond are closed at once.
+    pub max_connections: u32,
+    /// Attributes accepted on one element from a client.
+    pub max_attributes: u16,
+    /// Time for a client to send request headers; also how long an idle
+    /// keep-alive connection stays open (slowloris).
+    pub header_read_timeout_secs: u16,
+    /// Time for a client to complete the TLS handshake.
+    pub tls_handshake_timeout_secs: u16,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_sessions: 100_000,
+            max_sessions_per_ip: 100,
+            new_sessions_per_ip_per_sec: 20,
+            max_connections: 0,
+            max_attributes: 64,
+            header_read_timeout_secs: 30,
+            tls_handshake_timeout_secs: 10,
         }
     }
 }
@@ -487,7 +573,7 @@ impl Config {
     pub fn client_xml_limits(&self) -> ClientXmlLimits {
         ClientXmlLimits {
             max_depth: self.upstream.max_depth,
-            ..ClientXmlLimits::default()
+            max_attributes: self.limits.max_attributes,
         }
     }
 

@@ -11,10 +11,12 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
 use tracing::Instrument;
 
+use crate::admission::{Refusal, SessionSlot};
 use crate::bosh::response::terminate_without_session;
 use crate::bosh::{BoshRequest, BoshSession, Condition, parse_request};
 use crate::clock;
 use crate::http::{AppState, ConnInfo, Runtime};
+use crate::metrics::Limit;
 use crate::relay::bosh::{BoshRelay, BoshShared, Reply, Submitted};
 use crate::relay::driver::SessionContext;
 use crate::relay::{RouteRequest, drive};
@@ -37,6 +39,7 @@ pub async fn post(
         Ok(bytes) => bytes,
         Err(BodyReadError::TooLarge) => {
             // BOSH-12: never parse a partial entity.
+            state.metrics.limit_hit(Limit::BoshBodyBytes);
             let mut response =
                 reply_response(&state, &runtime, terminal(Condition::PolicyViolation), cors);
             response
@@ -64,11 +67,25 @@ pub async fn post(
         }
         None => {
             let client = runtime.client_info(conn.map(|c| c.0), &headers, "bosh");
-            create(&state, &runtime, request, client).await
+            let ip = client.source.map(|s| s.ip());
+            match state
+                .admission
+                .admit(ip, &runtime.config.limits, clock::now())
+            {
+                Ok(slot) => create(&state, &runtime, request, client, slot).await,
+                Err(refusal) => return refused(&state, &runtime, refusal, cors),
+            }
         }
         Some(sid) => match state.sessions.bosh(sid) {
             Some((info, session)) => {
                 info.touch(clock::now());
+                if info
+                    .domain()
+                    .is_some_and(|d| runtime.upstreams.serves(d).is_none())
+                {
+                    // BOSH-82b: a reload stopped serving the domain.
+                    session.host_gone(clock::now());
+                }
                 if !request.payload.is_empty() {
                     let window = usize::from(runtime.config.bosh.max_hold) + 1;
                     session.room_for_payload(window).await;
@@ -132,6 +149,7 @@ async fn create(
     runtime: &Arc<Runtime>,
     request: BoshRequest,
     client: ClientInfo,
+    slot: SessionSlot,
 ) -> Reply {
     let Some(to) = request
         .stream
@@ -187,6 +205,7 @@ async fn create(
         info,
         table: Arc::clone(&state.sessions),
         metrics: Arc::clone(&state.metrics),
+        slot: Some(slot),
     };
     tokio::spawn(drive(relay, Arc::clone(&runtime.upstreams), context).instrument(span));
     wait_reply(
@@ -281,6 +300,32 @@ fn terminal(condition: Condition) -> Reply {
         body: terminate_without_session(condition),
         content_type: None,
     }
+}
+
+/// A session refused by `[limits]`: 503 when xmpp-edge is full (another
+/// replica may have room), 429 for one address; both say when to retry.
+fn refused(
+    state: &AppState,
+    runtime: &Runtime,
+    refusal: Refusal,
+    cors: Option<HeaderValue>,
+) -> Response {
+    tracing::info!("session refused: {refusal}");
+    state.metrics.limit_hit(refusal.limit());
+    count_outcome(state, "http_error");
+    let status =
+        StatusCode::from_u16(refusal.http_status()).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+    let mut response = (status, format!("{refusal}\n")).into_response();
+    let h = response.headers_mut();
+    h.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Some(origin) = cors {
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+    }
+    if runtime.cors.varies() {
+        h.insert(header::VARY, HeaderValue::from_static("Origin"));
+    }
+    response
 }
 
 /// Counts a request's outcome (`xmpp_edge_bosh_requests_total`).

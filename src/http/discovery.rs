@@ -3,19 +3,41 @@
 
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 
-use crate::http::AppState;
+use crate::http::{AppState, ConnInfo};
 use crate::xml::escape::push_attr_escaped;
 
 const BOSH_REL: &str = "urn:xmpp:alt-connections:xbosh";
 const WEBSOCKET_REL: &str = "urn:xmpp:alt-connections:websocket";
 
+/// Where and how a discovery request came in.
+struct Origin<'a> {
+    /// `Host`, or the HTTP/2 `:authority`.
+    host: &'a str,
+    /// Whether it came over HTTPS.
+    secure: bool,
+}
+
+impl<'a> Origin<'a> {
+    fn of(headers: &'a HeaderMap, uri: &'a Uri, conn: Option<&ConnInfo>) -> Option<Self> {
+        let host = match headers.get(header::HOST) {
+            Some(h) => h.to_str().ok()?,
+            None => uri.authority()?.as_str(),
+        };
+        Some(Self {
+            host: host.trim(),
+            secure: conn.is_some_and(|c| c.tls.is_some()),
+        })
+    }
+}
+
 /// The public endpoint URLs for the domain named by `Host`, if it is served.
-fn links(state: &AppState, headers: &HeaderMap) -> Option<(String, String)> {
-    let host = headers.get(header::HOST)?.to_str().ok()?.trim();
+fn links(state: &AppState, origin: &Origin<'_>) -> Option<(String, String)> {
+    let host = origin.host;
     let domain = host_without_port(host)
         .trim_end_matches('.')
         .to_ascii_lowercase();
@@ -23,6 +45,7 @@ fn links(state: &AppState, headers: &HeaderMap) -> Option<(String, String)> {
     let entry = runtime.config.hosts.get(&domain)?;
     let base = match &entry.public_base_url {
         Some(base) => base.trim_end_matches('/').to_owned(),
+        None if origin.secure => format!("https://{host}"),
         None => format!("http://{host}"),
     };
     let ws_base = base
@@ -71,8 +94,14 @@ fn not_found() -> Response {
 }
 
 /// `GET /.well-known/host-meta` (WS-40, WS-41).
-pub async fn host_meta(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    let Some((bosh, websocket)) = links(&state, &headers) else {
+pub async fn host_meta(
+    State(state): State<Arc<AppState>>,
+    conn: Option<Extension<ConnInfo>>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let origin = Origin::of(&headers, &uri, conn.as_deref());
+    let Some((bosh, websocket)) = origin.and_then(|o| links(&state, &o)) else {
         return not_found();
     };
     let mut out = Vec::with_capacity(400);
@@ -94,8 +123,14 @@ pub async fn host_meta(State(state): State<Arc<AppState>>, headers: HeaderMap) -
 }
 
 /// `GET /.well-known/host-meta.json` (WS-40, WS-41).
-pub async fn host_meta_json(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    let Some((bosh, websocket)) = links(&state, &headers) else {
+pub async fn host_meta_json(
+    State(state): State<Arc<AppState>>,
+    conn: Option<Extension<ConnInfo>>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let origin = Origin::of(&headers, &uri, conn.as_deref());
+    let Some((bosh, websocket)) = origin.and_then(|o| links(&state, &o)) else {
         return not_found();
     };
     let body = format!(

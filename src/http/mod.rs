@@ -2,7 +2,9 @@
 //! turned into core inputs and core outputs into HTTP responses.
 
 pub mod bosh;
+pub mod conn;
 pub mod discovery;
+pub mod redirect;
 pub mod websocket;
 
 use std::net::{IpAddr, SocketAddr};
@@ -15,6 +17,7 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::routing::{get, post};
 use tokio::sync::watch;
 
+use crate::admission::Admission;
 use crate::bosh::BoshLimits;
 use crate::config::Config;
 use crate::metrics::{Metrics, MetricsError};
@@ -25,12 +28,25 @@ use crate::websocket::WsLimits;
 use crate::xml::reserialize::ClientXmlLimits;
 
 /// The two ends of an HTTP connection.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct ConnInfo {
     /// The TCP peer (a client, or a reverse proxy).
     pub peer: SocketAddr,
     /// Our listening address it reached.
     pub local: SocketAddr,
+    /// What TLS negotiated, on the HTTPS listener.
+    pub tls: Option<TlsInfo>,
+}
+
+/// The TLS parameters of a client connection (for the upstream's PROXY TLVs).
+#[derive(Clone, Debug)]
+pub struct TlsInfo {
+    /// `TLSv1.3` or `TLSv1.2`.
+    pub version: Option<&'static str>,
+    /// `h2` or `http/1.1`.
+    pub alpn: Option<&'static str>,
+    /// The name the client asked for (SNI).
+    pub server_name: Option<Box<str>>,
 }
 
 /// Everything built from the configuration: what a reload replaces.
@@ -128,23 +144,26 @@ impl Runtime {
         headers: &HeaderMap,
         transport: &'static str,
     ) -> ClientInfo {
-        let peer = conn.map(|c| c.peer);
+        let peer = conn.as_ref().map(|c| c.peer);
+        let tls = conn.as_ref().and_then(|c| c.tls.as_ref());
         let source = match peer {
             Some(p) if self.trusted_proxies.iter().any(|n| n.contains(&p.ip())) => {
                 forwarded_client(headers, &self.trusted_proxies).or(peer)
             }
             other => other,
         };
-        let authority = headers
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .map(|h| Box::from(h.rsplit_once(':').map_or(h, |(name, _)| name)));
+        let authority = tls.and_then(|t| t.server_name.clone()).or_else(|| {
+            headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(|h| Box::from(h.rsplit_once(':').map_or(h, |(name, _)| name)))
+        });
         ClientInfo {
             source,
-            destination: conn.map(|c| c.local),
-            tls_version: None,
+            destination: conn.as_ref().map(|c| c.local),
+            tls_version: tls.and_then(|t| t.version),
             authority,
-            alpn: Some("http/1.1"),
+            alpn: Some(tls.and_then(|t| t.alpn).unwrap_or("http/1.1")),
             transport: Some(transport),
         }
     }
@@ -158,6 +177,12 @@ pub struct AppState {
     pub sessions: Arc<SessionTable>,
     /// The metric set.
     pub metrics: Arc<Metrics>,
+    /// Session and connection counts behind `[limits]`.
+    pub admission: Arc<Admission>,
+    /// TLS settings of the HTTPS listener, swapped when certificates change.
+    pub front_tls: arc_swap::ArcSwapOption<rustls::ServerConfig>,
+    /// The HTTPS listener's bound port (redirect targets).
+    pub tls_port: std::sync::atomic::AtomicU16,
     shutdown: watch::Sender<bool>,
     draining: AtomicBool,
     /// The file the configuration came from, for reloads.
@@ -175,6 +200,9 @@ impl AppState {
             runtime: ArcSwap::from_pointee(runtime),
             sessions: Arc::new(SessionTable::new()),
             metrics,
+            admission: Arc::new(Admission::new(crate::admission::auto_max_connections())),
+            front_tls: arc_swap::ArcSwapOption::empty(),
+            tls_port: std::sync::atomic::AtomicU16::new(443),
             shutdown: watch::Sender::new(false),
             draining: AtomicBool::new(false),
             config_path: parking_lot::Mutex::new(None),
@@ -321,7 +349,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         }
     }
     for path in &runtime.config.websocket.paths {
-        router = router.route(path, get(websocket::upgrade));
+        // GET for HTTP/1.1 upgrades, CONNECT for HTTP/2 (RFC 8441).
+        router = router.route(path, get(websocket::upgrade).connect(websocket::upgrade));
     }
     router
         .route("/.well-known/host-meta", get(discovery::host_meta))

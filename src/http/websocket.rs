@@ -96,6 +96,20 @@ pub async fn upgrade(
         ws.set_selected_protocol(HeaderValue::from_static(SUBPROTOCOL));
     }
     let client = runtime.client_info(conn.map(|c| c.0), &headers, "websocket");
+    let ip = client.source.map(|s| s.ip());
+    let slot = match state
+        .admission
+        .admit(ip, &runtime.config.limits, clock::now())
+    {
+        Ok(slot) => slot,
+        Err(refusal) => {
+            tracing::info!("WebSocket refused: {refusal}");
+            state.metrics.limit_hit(refusal.limit());
+            let status = StatusCode::from_u16(refusal.http_status())
+                .unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+            return (status, [(header::RETRY_AFTER, "5")], format!("{refusal}\n")).into_response();
+        }
+    };
     ws.on_upgrade(move |socket| {
         // The stream id doubles as the session's id in the admin API:
         // unpredictable (WS-21), 32 hex digits.
@@ -115,6 +129,7 @@ pub async fn upgrade(
             info: Arc::clone(&info),
             table: Arc::clone(&state.sessions),
             metrics: Arc::clone(&state.metrics),
+            slot: Some(slot),
         };
         let relay = WsRelay::new(core, socket, state, runtime, client, info);
         drive(relay, upstreams, context).instrument(span)

@@ -224,6 +224,16 @@ impl BoshShared {
         self.wake.notify_one();
     }
 
+    /// Ends the session because its domain is no longer served.
+    pub fn host_gone(&self, now: Instant) {
+        {
+            let mut inner = self.inner.lock();
+            inner.core.handle_host_gone(now);
+            inner.dispatch(None);
+        }
+        self.wake.notify_one();
+    }
+
     /// Why the session ended, if it has.
     pub fn ended(&self) -> Option<EndReason> {
         self.inner.lock().core.ended()
@@ -328,6 +338,8 @@ impl ClientSide for BoshRelay {
                 bytes_to_upstream: stats.bytes_to_upstream,
                 retransmissions: stats.retransmissions,
                 rid_errors: stats.rid_errors,
+                client_xml_limit_hits: stats.too_deep + stats.too_many_attributes,
+                overactivity: stats.overactivity,
                 ..Traffic::default()
             },
             queued_to_client: inner.core.queued_bytes(),

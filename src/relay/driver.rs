@@ -22,13 +22,15 @@ use std::time::{Duration, Instant};
 
 use tracing::Instrument;
 
+use crate::admission::SessionSlot;
 use crate::clock;
-use crate::metrics::{CloseReason, Metrics, Traffic};
+use crate::metrics::{CloseReason, Limit, Metrics, Traffic};
 use crate::sessions::{SessionInfo, SessionState, SessionTable};
 use crate::upstream::conn::{Finish, UpstreamConn};
 pub use crate::upstream::pool::RouteRequest;
 use crate::upstream::pool::{Connected, Lease, Upstreams};
 use crate::upstream::{UpstreamAction, UpstreamEvent, UpstreamFailure};
+use crate::xml::splitter::SplitError;
 
 /// The client-facing half of a session, as the relay loop sees it.
 pub trait ClientSide: Send + 'static {
@@ -80,7 +82,7 @@ pub struct SideReport {
 
 /// A session's place in the world: its entry in the session table (removed
 /// when the driver ends) and the metrics it feeds.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct SessionContext {
     /// What operators see of the session.
     pub info: Arc<SessionInfo>,
@@ -88,6 +90,8 @@ pub struct SessionContext {
     pub table: Arc<SessionTable>,
     /// Where its counters go.
     pub metrics: Arc<Metrics>,
+    /// Its place under `[limits]`, given back when the session ends.
+    pub slot: Option<SessionSlot>,
 }
 
 type Connecting = Pin<Box<dyn Future<Output = Result<Connected, UpstreamFailure>> + Send>>;
@@ -99,6 +103,7 @@ pub async fn drive<S: ClientSide>(mut side: S, upstreams: Arc<Upstreams>, ctx: S
         info,
         table,
         metrics,
+        slot,
     } = ctx;
     metrics.session_opened(info.transport);
     let mut reported = Traffic::default();
@@ -188,6 +193,9 @@ pub async fn drive<S: ClientSide>(mut side: S, upstreams: Arc<Upstreams>, ctx: S
                 .is_some_and(|c| c.queued_bytes() > settings.max_write_queue);
         if now_congested != congested {
             congested = now_congested;
+            if congested && connecting.is_none() {
+                metrics.limit_hit(Limit::UpstreamWriteQueue);
+            }
             side.upstream_congested(congested);
         }
         let deadline = side.next_deadline();
@@ -231,6 +239,16 @@ pub async fn drive<S: ClientSide>(mut side: S, upstreams: Arc<Upstreams>, ctx: S
                     }
                 }
                 let lost = events.iter().any(|e| matches!(e, UpstreamEvent::Failed(UpstreamFailure::Lost(_))));
+                if events.iter().any(|e| {
+                    matches!(
+                        e,
+                        UpstreamEvent::Failed(UpstreamFailure::Protocol(
+                            SplitError::TooLarge(_) | SplitError::TooDeep(_)
+                        ))
+                    )
+                }) {
+                    metrics.limit_hit(Limit::UpstreamXml);
+                }
                 if lost && !closing && let Some(lease) = &lease {
                     // A server that drops sessions is taken out of rotation.
                     lease.report_lost();
@@ -275,6 +293,7 @@ pub async fn drive<S: ClientSide>(mut side: S, upstreams: Arc<Upstreams>, ctx: S
     side.finished();
     report(&mut side, &info, &metrics, conn.as_ref(), &mut reported);
     table.remove(&info);
+    drop(slot);
     metrics.session_closed(info.transport, side.close_reason());
     if let Some(c) = conn {
         let task = async move {

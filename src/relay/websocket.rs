@@ -17,7 +17,7 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::sync::watch;
 
 use crate::http::{AppState, Runtime};
-use crate::metrics::{CloseReason, Traffic};
+use crate::metrics::{CloseReason, Limit, Traffic};
 use crate::relay::driver::{ClientSide, RouteRequest, SideReport};
 use crate::sessions::{SessionInfo, Transport};
 use crate::upstream::proxy_protocol::ClientInfo;
@@ -142,6 +142,7 @@ impl WsRelay {
                     .slow_client_closes
                     .with_label_values(&[Transport::WebSocket.as_str()])
                     .inc();
+                self.state.metrics.limit_hit(Limit::ClientBacklog);
                 self.core.handle_client_backlog(now, self.out_bytes);
                 continue;
             }
@@ -208,7 +209,10 @@ impl WsRelay {
                 match error.into_inner().downcast::<tungstenite::Error>() {
                     Ok(e) => match *e {
                         tungstenite::Error::Utf8(_) => self.core.handle_client_invalid_utf8(now),
-                        tungstenite::Error::Capacity(_) => self.core.handle_client_too_big(now),
+                        tungstenite::Error::Capacity(_) => {
+                            self.state.metrics.limit_hit(Limit::WebSocketMessageBytes);
+                            self.core.handle_client_too_big(now);
+                        }
                         tungstenite::Error::Protocol(p) => {
                             tracing::debug!("WebSocket protocol error: {p}");
                             self.core.handle_client_protocol_error(now);
@@ -310,6 +314,7 @@ impl ClientSide for WsRelay {
                 bytes_to_upstream: stats.bytes_to_upstream,
                 messages_from_client: stats.messages_from_client,
                 messages_to_client: self.messages_sent,
+                client_xml_limit_hits: stats.xml_limit_hits,
                 ..Traffic::default()
             },
             queued_to_client: self.out_bytes,

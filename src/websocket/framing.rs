@@ -27,7 +27,7 @@ use bytes::Bytes;
 
 use crate::stanza::{ElementKind, StandaloneContext, StreamHeader};
 use crate::upstream::{OpenStream, UpstreamAction, UpstreamEvent, UpstreamFailure};
-use crate::websocket::message::{ClientMessage, OpenAttrs, parse_message};
+use crate::websocket::message::{ClientMessage, MessageError, OpenAttrs, parse_message};
 use crate::xml::escape::{push_attr, push_text_escaped};
 use crate::xml::reserialize::{ClientTop, ClientXmlLimits};
 
@@ -129,6 +129,8 @@ pub struct WsStats {
     pub elements_to_upstream: u64,
     /// Bytes forwarded upstream.
     pub bytes_to_upstream: u64,
+    /// Messages refused for nesting too deep or too many attributes.
+    pub xml_limit_hits: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -271,6 +273,9 @@ impl WsSession {
             Ok(message) => message,
             Err(e) => {
                 tracing::debug!("refused client message: {e}");
+                if matches!(e, MessageError::PolicyViolation(_)) {
+                    self.stats.xml_limit_hits += 1;
+                }
                 let code = close_code::NORMAL;
                 self.stream_error(now, e.condition(), None, code, UpstreamAction::Close);
                 return;

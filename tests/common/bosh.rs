@@ -32,7 +32,9 @@ impl HttpResponse {
 }
 
 /// Reads one HTTP/1.x response from `stream`.
-pub async fn read_response(stream: &mut TcpStream) -> std::io::Result<HttpResponse> {
+pub async fn read_response<S: tokio::io::AsyncRead + Unpin>(
+    stream: &mut S,
+) -> std::io::Result<HttpResponse> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     let head_end = loop {

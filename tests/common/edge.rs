@@ -16,6 +16,8 @@ pub struct Edge {
     pub metrics_addr: SocketAddr,
     /// The admin API and status page.
     pub admin_addr: SocketAddr,
+    /// The HTTPS listener, when certificates are configured.
+    pub tls_addr: Option<SocketAddr>,
     /// Shared state, to look at the session table.
     pub state: Arc<AppState>,
     stop: Option<oneshot::Sender<()>>,
@@ -49,6 +51,7 @@ impl Edge {
         let addr = server.local_addr().expect("addr");
         let metrics_addr = server.metrics_addr().expect("metrics listener");
         let admin_addr = server.admin_addr().expect("admin listener");
+        let tls_addr = server.tls_addr();
         let state = server.state();
         let (stop, stopped) = oneshot::channel();
         let task = tokio::spawn(server.run(async {
@@ -58,6 +61,7 @@ impl Edge {
             addr,
             metrics_addr,
             admin_addr,
+            tls_addr,
             state,
             stop: Some(stop),
             task: Some(task),

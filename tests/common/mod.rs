@@ -6,6 +6,8 @@ pub mod bosh;
 pub mod dns;
 pub mod edge;
 pub mod ejabberd;
+pub mod https;
+
 pub mod process;
 pub mod prosody;
 pub mod recording_upstream;

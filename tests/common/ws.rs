@@ -59,6 +59,25 @@ pub async fn connect_with(
     Ok(WsClient { ws, response })
 }
 
+/// Connects to `/xmpp-websocket` from the local address `source` (another
+/// 127.0.0.x, to be a different client address).
+pub async fn connect_from(addr: SocketAddr, source: std::net::IpAddr) -> WsClient {
+    let request = format!("ws://{addr}/xmpp-websocket")
+        .into_client_request()
+        .unwrap();
+    let mut request = request;
+    request
+        .headers_mut()
+        .insert("Sec-WebSocket-Protocol", HeaderValue::from_static("xmpp"));
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::new(source, 0)).unwrap();
+    let stream = socket.connect(addr).await.unwrap();
+    let (ws, response) = tokio_tungstenite::client_async(request, stream)
+        .await
+        .unwrap();
+    WsClient { ws, response }
+}
+
 /// Connects to `/xmpp-websocket` offering `xmpp`.
 pub async fn connect(addr: SocketAddr) -> WsClient {
     connect_with(addr, "/xmpp-websocket", Some("xmpp"), None, None)
@@ -153,7 +172,17 @@ pub async fn login(
     password: &str,
     resource: &str,
 ) -> (WsClient, String) {
-    let mut c = authenticate(addr, user, password).await;
+    login_on(connect(addr).await, user, password, resource).await
+}
+
+/// [`login`] on an already connected client.
+pub async fn login_on(
+    c: WsClient,
+    user: &str,
+    password: &str,
+    resource: &str,
+) -> (WsClient, String) {
+    let mut c = authenticate_on(c, user, password).await;
     c.send(&format!(
         "<iq type='set' id='bind_1' xmlns='jabber:client'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>{resource}</resource></bind></iq>"
     ))
@@ -171,7 +200,11 @@ pub async fn login(
 /// Authenticates with SASL PLAIN and restarts the stream, stopping before
 /// resource binding (where XEP-0198 resumption goes instead).
 pub async fn authenticate(addr: SocketAddr, user: &str, password: &str) -> WsClient {
-    let mut c = connect(addr).await;
+    authenticate_on(connect(addr).await, user, password).await
+}
+
+/// [`authenticate`] on an already connected client.
+pub async fn authenticate_on(mut c: WsClient, user: &str, password: &str) -> WsClient {
     c.send(OPEN).await;
     let open = c.text().await;
     assert!(
