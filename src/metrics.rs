@@ -81,7 +81,7 @@ impl Limit {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CloseReason {
     /// `client_close`, `client_gone`, `inactivity`, `upstream_closed`,
-    /// `upstream_error`, `shutdown`, `redirected`, `error`.
+    /// `upstream_error`, `shutdown`, `redirected`, `kicked`, `error`.
     pub reason: &'static str,
     /// The stream error or BOSH condition sent, or `""`.
     pub condition: &'static str,
@@ -218,7 +218,7 @@ impl Metrics {
                 &r,
                 "xmpp_edge_sessions_closed_total",
                 "Client sessions ended, by why: reason is client_close, client_gone, inactivity, \
-                 upstream_closed, upstream_error, shutdown, redirected or error; condition is \
+                 upstream_closed, upstream_error, shutdown, redirected, kicked or error; condition is \
                  the BOSH condition or stream error sent, if any.",
                 &["transport", "reason", "condition"],
             )?,

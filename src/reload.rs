@@ -57,13 +57,13 @@ fn reload_from(state: &AppState, path: &Path) -> Result<ReloadReport, ReloadErro
     let old = state.runtime();
     let needs_restart = keep_fixed(&old.config, &mut config);
     let front_tls = crate::tls_front::load(&config.tls)?;
-    let runtime = Runtime::new(config, &state.metrics)?;
+    let runtime = Runtime::new(config, &state.metrics, Some(&old))?;
     let upstreams = Arc::clone(&runtime.upstreams);
     state.replace_runtime(runtime);
+    old.upstreams.retire();
     if front_tls.is_some() {
         state.front_tls.store(front_tls);
     }
-    // The old pools' background tasks stop once their last session is gone.
     upstreams.spawn_background();
     Ok(ReloadReport { needs_restart })
 }

@@ -97,8 +97,8 @@ impl Stanza {
     }
 
     /// The JID in a resource-binding result (`<iq type='result'><bind><jid>`),
-    /// for the admin API; `None` for anything else.
-    pub fn bound_jid(&self) -> Option<&str> {
+    /// unescaped, for the admin API; `None` for anything else.
+    pub fn bound_jid(&self) -> Option<std::borrow::Cow<'_, str>> {
         let bytes = self.as_bytes();
         if !bytes.starts_with(b"<iq")
             || memchr::memmem::find(bytes, b"urn:ietf:params:xml:ns:xmpp-bind").is_none()
@@ -107,7 +107,8 @@ impl Stanza {
         }
         let start = memchr::memmem::find(bytes, b"<jid>")? + 5;
         let len = memchr::memmem::find(&bytes[start..], b"</jid>")?;
-        std::str::from_utf8(&bytes[start..start + len]).ok()
+        let raw = std::str::from_utf8(&bytes[start..start + len]).ok()?;
+        quick_xml::escape::unescape(raw).ok()
     }
 
     /// Length in bytes of the element as received.
@@ -247,6 +248,20 @@ mod tests {
             b"<message to='a' xmlns='jabber:client'><body>x</body></message>"
         );
         assert!(out.len() <= s.standalone_len_hint(&ctx));
+    }
+
+    #[test]
+    fn bound_jid_is_found_and_unescaped() {
+        let s = stanza(
+            "<iq type='result' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><jid>a@b/&lt;x&gt;&amp;</jid></bind></iq>",
+            HeadFlags::default(),
+        );
+        assert_eq!(s.bound_jid().as_deref(), Some("a@b/<x>&"));
+        let m = stanza(
+            "<message><body><jid>x</jid></body></message>",
+            HeadFlags::default(),
+        );
+        assert_eq!(m.bound_jid(), None);
     }
 
     #[test]

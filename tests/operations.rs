@@ -283,6 +283,20 @@ async fn admin_api_lists_shows_and_kicks_sessions() {
         "{texts:?}"
     );
     assert_eq!(code, Some(1000));
+    let deadline = Instant::now() + T;
+    let kicked = loop {
+        let text = scrape(&edge).await;
+        let n = sum(
+            &text,
+            "xmpp_edge_sessions_closed_total",
+            &["reason=\"kicked\""],
+        );
+        if n >= 2.0 || Instant::now() > deadline {
+            break n;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(kicked, 2.0);
     // The server saw a proper close: the accounts log in again at once.
     let _again = bosh_login(edge.addr, "alice", "alice-secret", "adm").await;
     let status = get(edge.admin_addr, "/admin/status", "").await;
@@ -610,4 +624,13 @@ async fn bosh_82b_a_domain_removed_by_reload_is_host_gone() {
     );
     let r = staying.request(staying.first_rid + 1, "", "").await;
     assert!(!r.body.contains("terminate"), "{}", r.body);
+    // The server the new configuration still lists kept its state: the
+    // live session still counts on it.
+    let status = get(edge.admin_addr, "/admin/status", "").await;
+    let status: serde_json::Value = serde_json::from_str(&status.body).unwrap();
+    let upstreams = status["upstreams"].as_array().unwrap();
+    assert_eq!(upstreams.len(), 1, "{status}");
+    assert_eq!(upstreams[0]["domain"], "localhost");
+    assert_eq!(upstreams[0]["sessions"], 1, "{status}");
+    assert!(upstreams[0]["connects"].as_u64().unwrap() >= 1);
 }

@@ -108,6 +108,12 @@ pub struct StatusView {
     pub version: &'static str,
     /// Seconds since the Unix epoch, now.
     pub time: u64,
+    /// Milliseconds since the Unix epoch, now (for rates).
+    pub time_ms: u64,
+    /// When the process started, seconds since the Unix epoch.
+    pub started: u64,
+    /// Seconds since the start.
+    pub uptime_secs: u64,
     /// Ready for new sessions.
     pub ready: bool,
     /// Why not, if not.
@@ -166,11 +172,15 @@ pub async fn status(State(state): State<Arc<AppState>>) -> Json<StatusView> {
         .iter()
         .map(|t| m.sessions_opened.with_label_values(&[t.as_str()]).get())
         .sum::<u64>();
-    let open_now = state.sessions.len() as u64;
+    let closed = counter_sum(&m.sessions_closed);
     let readiness = super::readiness(&state);
+    let now = clock::unix_time();
     Json(StatusView {
         version: env!("CARGO_PKG_VERSION"),
-        time: clock::unix_time().as_secs(),
+        time: now.as_secs(),
+        time_ms: u64::try_from(now.as_millis()).unwrap_or(u64::MAX),
+        started: state.started_unix,
+        uptime_secs: now.as_secs().saturating_sub(state.started_unix),
         ready: readiness.is_ok(),
         not_ready_because: readiness.err(),
         draining: state.is_draining(),
@@ -178,7 +188,7 @@ pub async fn status(State(state): State<Arc<AppState>>) -> Json<StatusView> {
         websocket_sessions: state.sessions.ws_count(),
         totals: Totals {
             sessions_opened: opened,
-            sessions_closed: opened.saturating_sub(open_now),
+            sessions_closed: closed,
             stanzas_to_client: sum(&m.stanzas, "to_client"),
             stanzas_to_upstream: sum(&m.stanzas, "to_upstream"),
             bytes_to_client: sum(&m.bytes, "to_client"),
@@ -186,6 +196,16 @@ pub async fn status(State(state): State<Arc<AppState>>) -> Json<StatusView> {
         },
         upstreams: state.runtime().upstreams.status(),
     })
+}
+
+/// The sum of every series of a counter family.
+fn counter_sum(vec: &prometheus::IntCounterVec) -> u64 {
+    use prometheus::core::Collector;
+    vec.collect()
+        .iter()
+        .flat_map(|family| family.get_metric())
+        .map(|metric| metric.get_counter().get_value() as u64)
+        .sum()
 }
 
 /// `GET /admin/sessions`: every live session, oldest first.

@@ -98,7 +98,12 @@ pub enum SetupError {
 
 impl Runtime {
     /// Builds everything `config` describes; pools are not started yet.
-    pub fn new(config: Config, metrics: &Metrics) -> Result<Self, SetupError> {
+    /// Servers `previous` already knows keep their state (reload).
+    pub fn new(
+        config: Config,
+        metrics: &Metrics,
+        previous: Option<&Self>,
+    ) -> Result<Self, SetupError> {
         let admin_token = match (&config.admin.token, &config.admin.token_file) {
             (Some(token), _) => Some(token.clone()),
             (None, Some(path)) => {
@@ -115,8 +120,11 @@ impl Runtime {
             }
             (None, None) => None,
         };
-        let upstreams = Upstreams::new(&config)?
+        let mut upstreams = Upstreams::new(&config)?
             .with_connect_histogram(metrics.upstream_connect_seconds.clone());
+        if let Some(previous) = previous {
+            upstreams.adopt(&previous.upstreams);
+        }
         let trusted_proxies = config
             .server
             .trusted_proxies
@@ -189,13 +197,15 @@ pub struct AppState {
     config_path: parking_lot::Mutex<Option<std::path::PathBuf>>,
     /// Serializes reloads (SIGHUP and the admin API).
     pub(crate) reload_lock: tokio::sync::Mutex<()>,
+    /// When the process started, seconds since the Unix epoch.
+    pub started_unix: u64,
 }
 
 impl AppState {
     /// Builds the state for `config`.
     pub fn new(config: Config) -> Result<Self, SetupError> {
         let metrics = Arc::new(Metrics::new()?);
-        let runtime = Runtime::new(config, &metrics)?;
+        let runtime = Runtime::new(config, &metrics, None)?;
         Ok(Self {
             runtime: ArcSwap::from_pointee(runtime),
             sessions: Arc::new(SessionTable::new()),
@@ -207,6 +217,7 @@ impl AppState {
             draining: AtomicBool::new(false),
             config_path: parking_lot::Mutex::new(None),
             reload_lock: tokio::sync::Mutex::new(()),
+            started_unix: crate::clock::unix_time().as_secs(),
         })
     }
 

@@ -258,7 +258,7 @@ pub async fn drive<S: ClientSide>(mut side: S, upstreams: Arc<Upstreams>, ctx: S
                         if let UpstreamEvent::Element(element) = event
                             && let Some(jid) = element.bound_jid()
                         {
-                            info.set_jid(jid);
+                            info.set_jid(&jid);
                         }
                     }
                 }
@@ -294,7 +294,11 @@ pub async fn drive<S: ClientSide>(mut side: S, upstreams: Arc<Upstreams>, ctx: S
     report(&mut side, &info, &metrics, conn.as_ref(), &mut reported);
     table.remove(&info);
     drop(slot);
-    metrics.session_closed(info.transport, side.close_reason());
+    let mut why = side.close_reason();
+    if info.is_kicked() {
+        why.reason = "kicked";
+    }
+    metrics.session_closed(info.transport, why);
     if let Some(c) = conn {
         let task = async move {
             if closing {

@@ -260,6 +260,8 @@ pub struct Upstreams {
     health: HealthSettings,
     /// Time per stream opened, by domain and result (metrics).
     connect_seconds: Option<prometheus::HistogramVec>,
+    /// Replaced by a reload: background tasks stop.
+    retired: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Upstreams {
@@ -373,7 +375,47 @@ impl Upstreams {
             settings: Arc::new(config.conn_settings()),
             health,
             connect_seconds: None,
+            retired: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// Takes over, from the pools being replaced, the servers the new
+    /// configuration still lists unchanged: their health, back-off, session
+    /// counts, counters and warm connections survive a reload.
+    pub fn adopt(&mut self, old: &Self) {
+        for (domain, route) in &mut self.hosts {
+            let Some(previous) = old.hosts.get(domain) else {
+                continue;
+            };
+            match (&mut route.source, &previous.source) {
+                (Source::Static(new), Source::Static(prev)) => {
+                    for slot in new.iter_mut() {
+                        if let Some(same) = prev
+                            .iter()
+                            .find(|u| u.candidate == slot.candidate && u.proxy == slot.proxy)
+                        {
+                            *slot = Arc::clone(same);
+                        }
+                    }
+                }
+                (Source::Srv(new), Source::Srv(prev)) if route.proxy == previous.proxy => {
+                    for entry in prev {
+                        new.insert(entry.key().clone(), Arc::clone(entry.value()));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Marks these pools replaced: their health checks and warm-pool
+    /// refills stop (the new pools run their own).
+    pub fn retire(&self) {
+        self.retired.store(true, Ordering::Release);
+    }
+
+    fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::Acquire)
     }
 
     /// Whether `domain` is served; `Some(true)` when its upstreams are our
@@ -664,7 +706,7 @@ async fn probe_loop(
     let first = interval.mul_f64(rand::rng().random_range(0.0..1.0));
     tokio::time::sleep(first).await;
     loop {
-        let Some(pools) = pools.upgrade() else {
+        let Some(pools) = pools.upgrade().filter(|p| !p.is_retired()) else {
             return;
         };
         let ok = probe_once(&pools, &domain, &upstream).await;
@@ -743,7 +785,7 @@ async fn probe_once(
 /// Keeps `size` pre-dialed connections ready, replacing stale ones.
 async fn warm_loop(pools: Weak<Upstreams>, domain: String, upstream: Arc<Upstream>, size: usize) {
     loop {
-        let Some(pools) = pools.upgrade() else {
+        let Some(pools) = pools.upgrade().filter(|p| !p.is_retired()) else {
             return;
         };
         let now = clock::now();
