@@ -7,7 +7,10 @@
 
 mod delay;
 mod http;
+mod modes;
+mod procstat;
 mod stats;
+mod xmpp;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -22,8 +25,123 @@ struct Cli {
     mode: Mode,
 }
 
+/// Where to log in and what to watch, for the session modes.
+#[derive(Debug, clap::Args)]
+struct SessionArgs {
+    /// Transport.
+    #[arg(long, value_enum, default_value = "websocket")]
+    transport: xmpp::Transport,
+    /// Endpoint address (xmpp-edge, a peer, or the XMPP server for `tcp`).
+    #[arg(long, default_value = "127.0.0.1:5280")]
+    addr: SocketAddr,
+    /// HTTP path; default /http-bind (BOSH) or /xmpp-websocket.
+    #[arg(long)]
+    path: Option<String>,
+    /// XMPP domain.
+    #[arg(long, default_value = "localhost")]
+    domain: String,
+    /// Log in with SASL PLAIN as this user (else ANONYMOUS).
+    #[arg(long)]
+    user: Option<String>,
+    /// Password for --user.
+    #[arg(long, default_value = "")]
+    password: String,
+    /// Use the pre-RFC 7395 WebSocket framing (`<stream:stream>` messages).
+    #[arg(long)]
+    ws_legacy: bool,
+    /// Connect from 127.0.0.1 .. 127.0.0.N, round robin.
+    #[arg(long, default_value_t = 1)]
+    sources: u8,
+    /// Processes to report memory and CPU of (repeatable).
+    #[arg(long = "pid")]
+    pids: Vec<u32>,
+    /// Logins in flight at once.
+    #[arg(long, default_value_t = 64)]
+    login_concurrency: usize,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 600)]
+    timeout_secs: u64,
+}
+
+impl SessionArgs {
+    fn common(&self) -> modes::Common {
+        let path = self.path.clone().unwrap_or_else(|| {
+            match self.transport {
+                xmpp::Transport::Bosh => "/http-bind",
+                _ => "/xmpp-websocket",
+            }
+            .to_owned()
+        });
+        modes::Common {
+            target: xmpp::Target {
+                transport: self.transport,
+                addr: self.addr,
+                path,
+                domain: self.domain.clone(),
+                credentials: self.user.clone().map(|u| (u, self.password.clone())),
+                ws_legacy: self.ws_legacy,
+            },
+            sources: (1..=self.sources.max(1))
+                .map(|i| std::net::IpAddr::from([127, 0, 0, i]))
+                .collect(),
+            pids: self.pids.clone(),
+            login_concurrency: self.login_concurrency,
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum Mode {
+    /// N sessions logged in and idle; the target's memory per session.
+    Idle {
+        #[command(flatten)]
+        session: SessionArgs,
+        /// Sessions.
+        #[arg(long, default_value_t = 100)]
+        sessions: usize,
+        /// Seconds to stay idle before the final check.
+        #[arg(long, default_value_t = 10)]
+        hold_secs: u64,
+    },
+    /// Pairs ping-pong messages; throughput, round trips, target CPU.
+    Echo {
+        #[command(flatten)]
+        session: SessionArgs,
+        /// Sessions (pairs of two).
+        #[arg(long, default_value_t = 2)]
+        sessions: usize,
+        /// Round trips per pair.
+        #[arg(long, default_value_t = 1000)]
+        messages: usize,
+    },
+    /// A fixed offered rate of messages; latency at that rate (open loop).
+    Flood {
+        #[command(flatten)]
+        session: SessionArgs,
+        /// Sessions (pairs of two).
+        #[arg(long, default_value_t = 20)]
+        sessions: usize,
+        /// Messages per second, all pairs together.
+        #[arg(long, default_value_t = 1000.0)]
+        rate: f64,
+        /// Seconds of sending.
+        #[arg(long, default_value_t = 10)]
+        secs: u64,
+    },
+    /// Sessions created and ended at a fixed rate; set-up latency.
+    Churn {
+        #[command(flatten)]
+        session: SessionArgs,
+        /// New sessions per second.
+        #[arg(long, default_value_t = 50.0)]
+        rate: f64,
+        /// Seconds.
+        #[arg(long, default_value_t = 10)]
+        secs: u64,
+        /// Logins in flight before new ones are counted as skipped.
+        #[arg(long, default_value_t = 500)]
+        max_in_flight: usize,
+    },
     /// BOSH session creation latency: create a session (up to the server's
     /// features), end it, repeat.
     Create {
@@ -68,6 +186,46 @@ enum Mode {
 async fn main() {
     let cli = Cli::parse();
     let result = match cli.mode {
+        Mode::Idle {
+            session,
+            sessions,
+            hold_secs,
+        } => {
+            let common = session.common();
+            let run = modes::idle(&common, sessions, Duration::from_secs(hold_secs));
+            bounded(session.timeout_secs, run).await
+        }
+        Mode::Echo {
+            session,
+            sessions,
+            messages,
+        } => {
+            bounded(
+                session.timeout_secs,
+                modes::echo(&session.common(), sessions, messages),
+            )
+            .await
+        }
+        Mode::Flood {
+            session,
+            sessions,
+            rate,
+            secs,
+        } => {
+            let common = session.common();
+            let run = modes::flood(&common, sessions, rate, Duration::from_secs(secs));
+            bounded(session.timeout_secs, run).await
+        }
+        Mode::Churn {
+            session,
+            rate,
+            secs,
+            max_in_flight,
+        } => {
+            let common = session.common();
+            let run = modes::churn(&common, rate, Duration::from_secs(secs), max_in_flight);
+            bounded(session.timeout_secs, run).await
+        }
         Mode::DelayProxy {
             listen,
             target,
@@ -112,6 +270,16 @@ async fn main() {
             std::process::exit(1);
         }
     }
+}
+
+/// Runs `run` for at most `secs` seconds.
+async fn bounded(
+    secs: u64,
+    run: impl std::future::Future<Output = serde_json::Value>,
+) -> Result<serde_json::Value, String> {
+    tokio::time::timeout(Duration::from_secs(secs), run)
+        .await
+        .map_err(|_| format!("timed out after {secs} s"))
 }
 
 const HTTPBIND: &str = "xmlns='http://jabber.org/protocol/httpbind' xmlns:xmpp='urn:xmpp:xbosh'";
