@@ -455,3 +455,27 @@ async fn ten_thousand_sessions_from_one_address_are_capped() {
     assert!(limit_hits(&edge, "sessions_per_ip") >= 9_980);
     bystander.still_served().await;
 }
+
+/// `limits.max_connections` counts WebSockets for their whole life, not
+/// just their HTTP handshake.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_connection_cap_holds_websockets() {
+    let prosody = Prosody::start();
+    let edge = Edge::start(config(
+        &prosody.addr(),
+        "[limits]\nmax_connections = 2\nmax_sessions_per_ip = 100\n",
+    ))
+    .await;
+    let (first, _) = ws::login(edge.addr, "alice", "alice-secret", "one").await;
+    let (_second, _) = ws::login(edge.addr, "bob", "bob-secret", "two").await;
+    assert_eq!(edge.state.admission.connections(), 2);
+    let third = ws::connect_with(edge.addr, "/xmpp-websocket", Some("xmpp"), None, None).await;
+    assert!(third.is_err(), "a third connection was served");
+    assert!(limit_hits(&edge, "connections") >= 1);
+    drop(first);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while edge.state.admission.connections() > 1 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (_again, _) = ws::login(edge.addr, "alice", "alice-secret", "three").await;
+}

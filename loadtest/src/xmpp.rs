@@ -327,9 +327,13 @@ fn split_top_level(inner: &Bytes) -> Vec<Bytes> {
 }
 
 /// A BOSH session: one request always parked at the connection manager
-/// (`hold=1`), sends on the other connection.
+/// (`hold=1`), sends on the other connection. The second connection is
+/// opened when first needed and dropped when the server closes it, as a
+/// browser's idle keep-alive connection is, so an idle session holds one.
 pub struct BoshSession {
-    conns: [HttpConn; 2],
+    conns: [Option<HttpConn>; 2],
+    addr: SocketAddr,
+    source: Option<IpAddr>,
     /// Which connection holds the parked poll, if any.
     parked: Option<usize>,
     rid: u64,
@@ -342,16 +346,14 @@ pub struct BoshSession {
 impl BoshSession {
     async fn login(target: &Target, source: Option<IpAddr>) -> Result<(Self, String), ClientError> {
         let host = target.addr.to_string();
-        let mut conns = [
-            HttpConn::open(target.addr, source).await?,
-            HttpConn::open(target.addr, source).await?,
-        ];
+        let mut conns = [Some(HttpConn::open(target.addr, source).await?), None];
+        let first = conns[0].as_mut().ok_or(ClientError::Timeout("connect"))?;
         let mut rid: u64 = 1_000 + u64::from(rand_u16());
         let create = format!(
             "<body rid='{rid}' to='{}' wait='60' hold='1' ver='1.6' xmpp:version='1.0' {HTTPBIND}/>",
             target.domain
         );
-        let body = conns[0].exchange(&host, &target.path, &create).await?;
+        let body = first.exchange(&host, &target.path, &create).await?;
         let t = text(&body).to_owned();
         let sid = attr(&t, "sid").ok_or_else(|| protocol("create", &t))?;
         let mut all = t;
@@ -359,44 +361,46 @@ impl BoshSession {
         while !all.contains("<mechanism") {
             rid += 1;
             let poll = format!("<body rid='{rid}' sid='{sid}' {HTTPBIND}/>");
-            all.push_str(text(&conns[0].exchange(&host, &target.path, &poll).await?));
+            all.push_str(text(&first.exchange(&host, &target.path, &poll).await?));
         }
         rid += 1;
         let auth = format!(
             "<body rid='{rid}' sid='{sid}' {HTTPBIND}>{}</body>",
             auth_element(target)
         );
-        let mut answer = text(&conns[0].exchange(&host, &target.path, &auth).await?).to_owned();
+        let mut answer = text(&first.exchange(&host, &target.path, &auth).await?).to_owned();
         while !answer.contains("<success") {
             if answer.contains("<failure") || answer.contains("terminate") {
                 return Err(protocol("auth", &answer));
             }
             rid += 1;
             let poll = format!("<body rid='{rid}' sid='{sid}' {HTTPBIND}/>");
-            answer = text(&conns[0].exchange(&host, &target.path, &poll).await?).to_owned();
+            answer = text(&first.exchange(&host, &target.path, &poll).await?).to_owned();
         }
         rid += 1;
         let restart = format!(
             "<body rid='{rid}' sid='{sid}' to='{}' xml:lang='en' xmpp:restart='true' {HTTPBIND}/>",
             target.domain
         );
-        let mut answer = text(&conns[0].exchange(&host, &target.path, &restart).await?).to_owned();
+        let mut answer = text(&first.exchange(&host, &target.path, &restart).await?).to_owned();
         while !answer.contains("xmpp-bind") {
             rid += 1;
             let poll = format!("<body rid='{rid}' sid='{sid}' {HTTPBIND}/>");
-            answer = text(&conns[0].exchange(&host, &target.path, &poll).await?).to_owned();
+            answer = text(&first.exchange(&host, &target.path, &poll).await?).to_owned();
         }
         rid += 1;
         let bind = format!("<body rid='{rid}' sid='{sid}' {HTTPBIND}>{BIND}</body>");
-        let mut answer = text(&conns[0].exchange(&host, &target.path, &bind).await?).to_owned();
+        let mut answer = text(&first.exchange(&host, &target.path, &bind).await?).to_owned();
         while !answer.contains("bind1") {
             rid += 1;
             let poll = format!("<body rid='{rid}' sid='{sid}' {HTTPBIND}/>");
-            answer = text(&conns[0].exchange(&host, &target.path, &poll).await?).to_owned();
+            answer = text(&first.exchange(&host, &target.path, &poll).await?).to_owned();
         }
         let jid = jid_of(&answer).ok_or_else(|| protocol("bind", &answer))?;
         let mut session = Self {
             conns,
+            addr: target.addr,
+            source,
             parked: None,
             rid,
             sid,
@@ -408,13 +412,58 @@ impl BoshSession {
         Ok((session, jid))
     }
 
+    /// Connection `i`, opened if needed.
+    async fn conn(&mut self, i: usize) -> Result<&mut HttpConn, ClientError> {
+        // An idle keep-alive connection the server has closed reads as EOF.
+        let closed = match &self.conns[i] {
+            Some(c) if self.parked != Some(i) && c.buf.is_empty() => {
+                match c.stream.try_read(&mut [0u8; 1]) {
+                    // EOF, or bytes nobody asked for: not reusable.
+                    Ok(_) => true,
+                    Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+                }
+            }
+            _ => false,
+        };
+        if closed {
+            self.conns[i] = None;
+        }
+        if self.conns[i].is_none() {
+            self.conns[i] = Some(HttpConn::open(self.addr, self.source).await?);
+        }
+        self.conns[i]
+            .as_mut()
+            .ok_or(ClientError::Timeout("connect"))
+    }
+
+    /// Writes `body` on connection `i`, reopening it once if the server
+    /// closed it while idle.
+    async fn post_on(&mut self, i: usize, body: &str) -> Result<(), ClientError> {
+        let (host, path) = (self.host.clone(), self.path.clone());
+        if self
+            .conn(i)
+            .await?
+            .write_post(&host, &path, body)
+            .await
+            .is_err()
+        {
+            self.conns[i] = None;
+            self.conn(i).await?.write_post(&host, &path, body).await?;
+        }
+        Ok(())
+    }
+
+    /// Reads the answer on connection `i`.
+    async fn answer_on(&mut self, i: usize) -> Result<Bytes, ClientError> {
+        let (_, body) = self.conn(i).await?.read_response().await?;
+        Ok(body)
+    }
+
     /// Sends an empty poll on connection `i`, to be held.
     async fn park(&mut self, i: usize) -> Result<(), ClientError> {
         self.rid += 1;
         let poll = format!("<body rid='{}' sid='{}' {HTTPBIND}/>", self.rid, self.sid);
-        self.conns[i]
-            .write_post(&self.host, &self.path, &poll)
-            .await?;
+        self.post_on(i, &poll).await?;
         self.parked = Some(i);
         Ok(())
     }
@@ -427,13 +476,11 @@ impl BoshSession {
             "<body rid='{}' sid='{}' {HTTPBIND}>{xml}</body>",
             self.rid, self.sid
         );
-        self.conns[free]
-            .write_post(&self.host, &self.path, &request)
-            .await?;
+        self.post_on(free, &request).await?;
         // The parked request is answered first (the new one displaces it),
         // then the new one is held in its place.
         if self.parked.is_some() {
-            let (_, body) = self.conns[parked].read_response().await?;
+            let body = self.answer_on(parked).await?;
             self.ready.extend(body_children(&body)?);
         }
         self.parked = Some(free);
@@ -452,7 +499,7 @@ impl BoshSession {
                     0
                 }
             };
-            let (_, body) = self.conns[parked].read_response().await?;
+            let body = self.answer_on(parked).await?;
             self.parked = None;
             self.ready.extend(body_children(&body)?);
             // Keep a request at the connection manager at all times.
@@ -467,10 +514,10 @@ impl BoshSession {
             self.rid, self.sid
         );
         let free = 1 - self.parked.unwrap_or(0);
-        let _ = tokio::time::timeout(
-            Duration::from_secs(5),
-            self.conns[free].exchange(&self.host, &self.path, &end),
-        )
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            self.post_on(free, &end).await?;
+            self.answer_on(free).await
+        })
         .await;
     }
 }

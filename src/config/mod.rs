@@ -349,7 +349,7 @@ impl Default for WebSocketConfig {
             require_subprotocol: true,
             allowed_origins: vec!["*".to_owned()],
             max_message_bytes: 256 * 1024,
-            read_buffer_bytes: 4096,
+            read_buffer_bytes: 512,
             max_backlog_bytes: 1024 * 1024,
             open_timeout_secs: 10,
             ping_interval_secs: 30,

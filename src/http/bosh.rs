@@ -206,8 +206,9 @@ async fn create(
         table: Arc::clone(&state.sessions),
         metrics: Arc::clone(&state.metrics),
         slot: Some(slot),
+        connection: None,
     };
-    tokio::spawn(drive(relay, Arc::clone(&runtime.upstreams), context).instrument(span));
+    tokio::spawn(drive(Box::new(relay), Arc::clone(&runtime.upstreams), context).instrument(span));
     wait_reply(
         &session,
         Submitted::Waiting(1, creation),

@@ -38,10 +38,10 @@ pub fn spawn_plain(
         peer,
         local: stream.local_addr().unwrap_or(peer),
         tls: None,
+        slot: Arc::new(parking_lot::Mutex::new(Some(slot))),
     };
     tokio::spawn(async move {
         serve(stream, info, false, router, &state).await;
-        drop(slot);
     });
 }
 
@@ -78,6 +78,7 @@ pub fn spawn_tls(
         let info = ConnInfo {
             peer,
             local,
+            slot: Arc::new(parking_lot::Mutex::new(Some(slot))),
             tls: Some(TlsInfo {
                 version: session.protocol_version().map(|v| match v {
                     rustls::ProtocolVersion::TLSv1_3 => "TLSv1.3",
@@ -88,7 +89,6 @@ pub fn spawn_tls(
             }),
         };
         serve(tls, info, h2, router, &state).await;
-        drop(slot);
     });
 }
 

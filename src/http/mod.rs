@@ -17,7 +17,7 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::routing::{get, post};
 use tokio::sync::watch;
 
-use crate::admission::Admission;
+use crate::admission::{Admission, ConnectionSlot};
 use crate::bosh::BoshLimits;
 use crate::config::Config;
 use crate::metrics::{Metrics, MetricsError};
@@ -36,6 +36,9 @@ pub struct ConnInfo {
     pub local: SocketAddr,
     /// What TLS negotiated, on the HTTPS listener.
     pub tls: Option<TlsInfo>,
+    /// The connection's place under `limits.max_connections`: a WebSocket
+    /// upgrade takes it along, since its socket outlives the HTTP exchange.
+    pub slot: Arc<parking_lot::Mutex<Option<ConnectionSlot>>>,
 }
 
 /// The TLS parameters of a client connection (for the upstream's PROXY TLVs).

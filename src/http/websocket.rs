@@ -95,6 +95,7 @@ pub async fn upgrade(
     if offered {
         ws.set_selected_protocol(HeaderValue::from_static(SUBPROTOCOL));
     }
+    let slot_holder = conn.as_ref().map(|c| Arc::clone(&c.slot));
     let client = runtime.client_info(conn.map(|c| c.0), &headers, "websocket");
     let ip = client.source.map(|s| s.ip());
     let slot = match state
@@ -110,6 +111,8 @@ pub async fn upgrade(
             return (status, [(header::RETRY_AFTER, "5")], format!("{refusal}\n")).into_response();
         }
     };
+    // The socket becomes the session's: so does its place under the limit.
+    let connection = slot_holder.and_then(|s| s.lock().take());
     ws.on_upgrade(move |socket| {
         // The stream id doubles as the session's id in the admin API:
         // unpredictable (WS-21), 32 hex digits.
@@ -130,8 +133,9 @@ pub async fn upgrade(
             table: Arc::clone(&state.sessions),
             metrics: Arc::clone(&state.metrics),
             slot: Some(slot),
+            connection,
         };
         let relay = WsRelay::new(core, socket, state, runtime, client, info);
-        drive(relay, upstreams, context).instrument(span)
+        drive(Box::new(relay), upstreams, context).instrument(span)
     })
 }

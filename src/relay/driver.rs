@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use tracing::Instrument;
 
-use crate::admission::SessionSlot;
+use crate::admission::{ConnectionSlot, SessionSlot};
 use crate::clock;
 use crate::metrics::{CloseReason, Limit, Metrics, Traffic};
 use crate::sessions::{SessionInfo, SessionState, SessionTable};
@@ -92,18 +92,31 @@ pub struct SessionContext {
     pub metrics: Arc<Metrics>,
     /// Its place under `[limits]`, given back when the session ends.
     pub slot: Option<SessionSlot>,
+    /// The client connection's place, for transports whose connection is
+    /// the session (WebSocket).
+    pub connection: Option<ConnectionSlot>,
 }
 
 type Connecting = Pin<Box<dyn Future<Output = Result<Connected, UpstreamFailure>> + Send>>;
 
 /// Runs the session until it is over, connecting upstream when the client
 /// side names its route.
-pub async fn drive<S: ClientSide>(mut side: S, upstreams: Arc<Upstreams>, ctx: SessionContext) {
+///
+/// The client side is boxed: the session's task holds this future for its
+/// whole life, and an argument moved into an `async fn` occupies its state
+/// twice (as captured and as local), which for the WebSocket side is a
+/// kilobyte per idle session.
+pub async fn drive<S: ClientSide>(
+    mut side: Box<S>,
+    upstreams: Arc<Upstreams>,
+    ctx: SessionContext,
+) {
     let SessionContext {
         info,
         table,
         metrics,
         slot,
+        connection,
     } = ctx;
     metrics.session_opened(info.transport);
     let mut reported = Traffic::default();
@@ -118,8 +131,8 @@ pub async fn drive<S: ClientSide>(mut side: S, upstreams: Arc<Upstreams>, ctx: S
     // remaining stanzas and its own closing tag are still read (UP-48, UP-50).
     let mut closing = false;
     let mut congested = false;
+    // Allocated while in use only: an idle session keeps no capacity here.
     let mut actions = VecDeque::new();
-    let mut events = Vec::new();
     let sleep = tokio::time::sleep(Duration::from_secs(3600));
     tokio::pin!(sleep);
     let mut armed: Option<Instant> = None;
@@ -164,15 +177,18 @@ pub async fn drive<S: ClientSide>(mut side: S, upstreams: Arc<Upstreams>, ctx: S
                 }
             }
         }
+        if actions.is_empty() && actions.capacity() > 0 {
+            actions = VecDeque::new();
+        }
         if let Some(c) = conn.as_mut()
             && c.has_pending_writes()
             && let Err(failure) = c.try_flush()
         {
             conn = None;
-            upstream_failed(&mut side, lease.as_ref(), closing, failure);
+            upstream_failed(&mut *side, lease.as_ref(), closing, failure);
             continue;
         }
-        report(&mut side, &info, &metrics, conn.as_ref(), &mut reported);
+        report(&mut *side, &info, &metrics, conn.as_ref(), &mut reported);
         if side.is_done() {
             break;
         }
@@ -232,6 +248,7 @@ pub async fn drive<S: ClientSide>(mut side: S, upstreams: Arc<Upstreams>, ctx: S
                 }
             }
             ready = readable(conn.as_ref()), if can_read => {
+                let mut events = Vec::new();
                 if let Some(c) = conn.as_mut() {
                     match ready {
                         Ok(()) => c.read_events(&mut events),
@@ -264,7 +281,6 @@ pub async fn drive<S: ClientSide>(mut side: S, upstreams: Arc<Upstreams>, ctx: S
                 }
                 if !events.is_empty() {
                     side.on_upstream(clock::now(), &mut events);
-                    events.clear();
                 }
             }
             _ = writable(conn.as_ref()), if must_write => {}
@@ -276,7 +292,7 @@ pub async fn drive<S: ClientSide>(mut side: S, upstreams: Arc<Upstreams>, ctx: S
                     settings.write_timeout.as_secs()
                 ));
                 tracing::warn!("upstream write stalled: {failure}");
-                upstream_failed(&mut side, lease.as_ref(), closing, failure);
+                upstream_failed(&mut *side, lease.as_ref(), closing, failure);
             }
             input = side.client_ready() => side.on_client(clock::now(), input),
             () = info.kicked(), if !kick_seen => {
@@ -291,9 +307,10 @@ pub async fn drive<S: ClientSide>(mut side: S, upstreams: Arc<Upstreams>, ctx: S
         }
     }
     side.finished();
-    report(&mut side, &info, &metrics, conn.as_ref(), &mut reported);
+    report(&mut *side, &info, &metrics, conn.as_ref(), &mut reported);
     table.remove(&info);
     drop(slot);
+    drop(connection);
     let mut why = side.close_reason();
     if info.is_kicked() {
         why.reason = "kicked";
