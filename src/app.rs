@@ -13,7 +13,7 @@ use tokio::sync::{Notify, mpsc};
 
 use crate::admission::ConnectionSlot;
 use crate::config::{Config, LogConfig, LogFormat};
-use crate::http::{AppState, SetupError, conn, router};
+use crate::http::{AppState, SetupError, conn};
 use crate::metrics::Limit;
 use crate::tls_front::{self, TlsFrontError};
 
@@ -56,9 +56,8 @@ pub struct Server {
     metrics_listener: Option<TcpListener>,
     admin_listener: Option<TcpListener>,
     state: Arc<AppState>,
-    router: Router,
-    /// The plain listener's router: the service, or redirects to HTTPS.
-    plain_router: Router,
+    /// The plain listener only redirects to HTTPS.
+    redirecting: bool,
 }
 
 async fn bind(key: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
@@ -84,7 +83,7 @@ impl Server {
             true => Some(bind("admin.listen", config.admin.listen).await?),
             false => None,
         };
-        let redirect = config.tls.redirect_http;
+        let redirecting = config.tls.redirect_http;
         let state = Arc::new(AppState::new(config)?);
         state.front_tls.store(front_tls);
         if let Some(addr) = tls_listener.as_ref().and_then(|l| l.local_addr().ok()) {
@@ -93,19 +92,13 @@ impl Server {
                 .store(addr.port(), std::sync::atomic::Ordering::Relaxed);
         }
         state.runtime().upstreams.spawn_background();
-        let router = router(Arc::clone(&state));
         Ok(Self {
-            plain_router: if redirect {
-                crate::http::redirect::router(Arc::clone(&state))
-            } else {
-                router.clone()
-            },
+            redirecting,
             listener,
             tls_listener,
             metrics_listener,
             admin_listener,
             state,
-            router,
         })
     }
 
@@ -162,11 +155,7 @@ impl Server {
             side_tasks.push(tokio::spawn(serve_plain(listener, router)));
         }
         if let Some(listener) = self.tls_listener.take() {
-            side_tasks.push(tokio::spawn(accept_tls(
-                listener,
-                self.router.clone(),
-                Arc::clone(&self.state),
-            )));
+            side_tasks.push(tokio::spawn(accept_tls(listener, Arc::clone(&self.state))));
             side_tasks.push(tokio::spawn(watch_certificates(Arc::clone(&self.state))));
         }
         let cut_short = Arc::new(Notify::new());
@@ -177,7 +166,7 @@ impl Server {
                 accepted = self.listener.accept() => match accepted {
                     Ok((stream, peer)) => {
                         if let Some(slot) = connection_slot(&self.state) {
-                            conn::spawn_plain(stream, peer, self.plain_router.clone(), Arc::clone(&self.state), slot);
+                            conn::spawn_plain(stream, peer, self.redirecting, Arc::clone(&self.state), slot);
                         }
                     }
                     Err(e) => {
@@ -241,7 +230,7 @@ fn connection_slot(state: &Arc<AppState>) -> Option<ConnectionSlot> {
 }
 
 /// The HTTPS accept loop; runs until aborted.
-async fn accept_tls(listener: TcpListener, router: Router, state: Arc<AppState>) {
+async fn accept_tls(listener: TcpListener, state: Arc<AppState>) {
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
@@ -250,14 +239,7 @@ async fn accept_tls(listener: TcpListener, router: Router, state: Arc<AppState>)
                 };
                 if let Some(slot) = connection_slot(&state) {
                     let acceptor = tokio_rustls::TlsAcceptor::from(config);
-                    conn::spawn_tls(
-                        stream,
-                        peer,
-                        acceptor,
-                        router.clone(),
-                        Arc::clone(&state),
-                        slot,
-                    );
+                    conn::spawn_tls(stream, peer, acceptor, Arc::clone(&state), slot);
                 }
             }
             Err(e) => {

@@ -19,3 +19,9 @@ pub fn unix_time() -> std::time::Duration {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()
 }
+
+/// The wall clock, for HTTP `Date` headers.
+#[allow(clippy::disallowed_methods)]
+pub fn system_now() -> std::time::SystemTime {
+    std::time::SystemTime::now()
+}

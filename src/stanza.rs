@@ -211,6 +211,17 @@ pub struct StreamHeader {
     pub extra_ns: Vec<(Box<str>, Box<str>)>,
 }
 
+/// The front of an output queue; once it is empty, its storage is given
+/// back, so the many idle sessions hold no spare queue capacity (a queue
+/// that is used again allocates again, which costs less than keeping it).
+pub fn pop_or_release<T>(queue: &mut std::collections::VecDeque<T>) -> Option<T> {
+    let front = queue.pop_front();
+    if front.is_none() && queue.capacity() > 0 {
+        *queue = std::collections::VecDeque::new();
+    }
+    front
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -694,3 +694,30 @@ fn slow_closes(edge: &Edge) -> u64 {
         .with_label_values(&["websocket"])
         .get()
 }
+
+/// A client that sends its last stanzas and drops the connection at once
+/// (a tab closed right after logout): they still reach the server, even
+/// when xmpp-edge fails writing to the closed socket first (WS-27).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ws_27_last_stanzas_before_a_drop_are_relayed() {
+    use tokio::io::AsyncWriteExt;
+    let (_prosody, edge) = setup("").await;
+    let (mut bob, bob_jid) = login(edge.addr, "bob", "bob-secret", "watch").await;
+    for i in 0..20 {
+        let (mut alice, _) = login(edge.addr, "alice", "alice-secret", &format!("gone{i}")).await;
+        // Something for xmpp-edge to write back while the client is leaving.
+        alice
+            .send("<iq type='get' id='p' to='localhost' xmlns='jabber:client'><ping xmlns='urn:xmpp:ping'/></iq>")
+            .await;
+        alice
+            .send(&format!(
+                "<message to='{bob_jid}' type='chat' xmlns='jabber:client'><body>last-{i}</body></message>"
+            ))
+            .await;
+        let mut stream = alice.ws.into_inner();
+        let _ = stream.shutdown().await;
+        drop(stream);
+        bob.expect(&format!("last-{i}"), |t| t.contains(&format!(">last-{i}<")))
+            .await;
+    }
+}

@@ -7,9 +7,9 @@ use std::time::Instant;
 
 use axum::Json;
 use axum::extract::{Path, Request, State};
-use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use http::{StatusCode, header};
 use serde::Serialize;
 
 use crate::clock;

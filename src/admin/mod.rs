@@ -14,9 +14,9 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
+use http::{StatusCode, header};
 
 use crate::http::AppState;
 use crate::metrics::Levels;

@@ -1,8 +1,8 @@
 //! The status page: one self-contained HTML file (styles and script inline,
 //! no CDN), compiled into the binary. It reads the JSON API.
 
-use axum::http::header;
 use axum::response::{IntoResponse, Response};
+use http::header;
 
 const PAGE: &str = include_str!("status.html");
 

@@ -172,6 +172,10 @@ pub fn write_body<'s>(
     } else {
         out.extend_from_slice(b"/>");
     }
+    // Responses stay in the retransmission cache: no spare capacity.
+    if out.capacity() - out.len() > 128 {
+        out.shrink_to_fit();
+    }
     Bytes::from(out)
 }
 

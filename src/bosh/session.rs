@@ -370,12 +370,12 @@ impl BoshSession {
 
     /// The next response to deliver.
     pub fn poll_response(&mut self) -> Option<Response> {
-        self.responses.pop_front()
+        crate::stanza::pop_or_release(&mut self.responses)
     }
 
     /// The next upstream action, in order.
     pub fn poll_upstream(&mut self) -> Option<UpstreamAction> {
-        self.actions.pop_front()
+        crate::stanza::pop_or_release(&mut self.actions)
     }
 
     /// When [`Self::handle_timeout`] is next due.
@@ -854,7 +854,8 @@ impl BoshSession {
         if carried > 0 {
             self.stats.elements_to_client += carried as u64;
             self.stats.bytes_to_client += self.outbox_bytes as u64;
-            self.outbox.clear();
+            // Sent: an idle session keeps no queue storage.
+            self.outbox = VecDeque::new();
             self.outbox_bytes = 0;
         }
         self.last_response_empty = carried == 0;

@@ -3,19 +3,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Body;
-use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use http_body_util::{BodyExt, Limited};
+use http::{HeaderMap, HeaderValue, StatusCode, header};
 use tracing::Instrument;
 
 use crate::admission::{Refusal, SessionSlot};
 use crate::bosh::response::terminate_without_session;
 use crate::bosh::{BoshRequest, BoshSession, Condition, parse_request};
 use crate::clock;
-use crate::http::{AppState, ConnInfo, Runtime};
+use crate::http::{AppState, ConnInfo, Response, Runtime, plain};
 use crate::metrics::Limit;
 use crate::relay::bosh::{BoshRelay, BoshShared, Reply, Submitted};
 use crate::relay::driver::SessionContext;
@@ -26,30 +22,39 @@ use crate::upstream::route::Candidate;
 
 const DEFAULT_CONTENT_TYPE: &str = "text/xml; charset=utf-8";
 
+/// Why a request body could not be had.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BodyError {
+    /// Longer than `bosh.max_body_bytes`.
+    TooLarge,
+    /// Broken or not a valid HTTP body.
+    Io,
+}
+
 /// `POST` on a BOSH path.
 pub async fn post(
-    State(state): State<Arc<AppState>>,
-    conn: Option<axum::Extension<ConnInfo>>,
+    state: &Arc<AppState>,
+    conn: &ConnInfo,
     headers: HeaderMap,
-    body: Body,
+    body: Result<Bytes, BodyError>,
 ) -> Response {
     let runtime = state.runtime();
     let cors = runtime.cors.allow(&headers);
-    let bytes = match read_body(body, runtime.config.bosh.max_body_bytes).await {
+    let bytes = match body {
         Ok(bytes) => bytes,
-        Err(BodyReadError::TooLarge) => {
+        Err(BodyError::TooLarge) => {
             // BOSH-12: never parse a partial entity.
             state.metrics.limit_hit(Limit::BoshBodyBytes);
             let mut response =
-                reply_response(&state, &runtime, terminal(Condition::PolicyViolation), cors);
+                reply_response(state, &runtime, terminal(Condition::PolicyViolation), cors);
             response
                 .headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
             return response;
         }
-        Err(BodyReadError::Io) => {
-            count_outcome(&state, "http_400");
-            return StatusCode::BAD_REQUEST.into_response();
+        Err(BodyError::Io) => {
+            count_outcome(state, "http_400");
+            return plain(StatusCode::BAD_REQUEST, "unreadable request body\n");
         }
     };
     let request = match parse_request(&bytes, runtime.client_xml) {
@@ -57,23 +62,31 @@ pub async fn post(
         Err(e) => {
             // BOSH-86: no session can be told; the client gets bad-request.
             tracing::debug!("unreadable BOSH request: {e}");
-            return reply_response(&state, &runtime, terminal(Condition::BadRequest), cors);
+            return reply_response(state, &runtime, terminal(Condition::BadRequest), cors);
         }
     };
+    // Only session creation needs the headers (the client's address); a
+    // parked request keeps nothing of its HTTP head.
+    let client = request
+        .sid
+        .is_none()
+        .then(|| runtime.client_info(Some(conn), &headers, "bosh"));
+    drop(headers);
+    drop(bytes);
     let reply = match request.sid.as_deref() {
         None if state.is_draining() => {
             // Draining: new sessions belong on another replica.
             terminal(Condition::SystemShutdown)
         }
         None => {
-            let client = runtime.client_info(conn.map(|c| c.0), &headers, "bosh");
+            let client = client.unwrap_or_default();
             let ip = client.source.map(|s| s.ip());
             match state
                 .admission
                 .admit(ip, &runtime.config.limits, clock::now())
             {
-                Ok(slot) => create(&state, &runtime, request, client, slot).await,
-                Err(refusal) => return refused(&state, &runtime, refusal, cors),
+                Ok(slot) => create(state, &runtime, request, client, slot).await,
+                Err(refusal) => return refused(state, &runtime, refusal, cors),
             }
         }
         Some(sid) => match state.sessions.bosh(sid) {
@@ -96,15 +109,15 @@ pub async fn post(
             None => terminal(Condition::ItemNotFound),
         },
     };
-    reply_response(&state, &runtime, reply, cors)
+    reply_response(state, &runtime, reply, cors)
 }
 
 /// `OPTIONS` on a BOSH path: the CORS preflight (BOSH-9).
-pub async fn preflight(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    let mut response = StatusCode::OK.into_response();
+pub fn preflight(state: &AppState, headers: &HeaderMap) -> Response {
+    let mut response = plain(StatusCode::OK, "");
     let h = response.headers_mut();
     let runtime = state.runtime();
-    if let Some(origin) = runtime.cors.allow(&headers) {
+    if let Some(origin) = runtime.cors.allow(headers) {
         h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
         h.insert(
             header::ACCESS_CONTROL_ALLOW_METHODS,
@@ -128,19 +141,19 @@ pub async fn preflight(State(state): State<Arc<AppState>>, headers: HeaderMap) -
 }
 
 /// `GET` on a BOSH path: a short page for people who open the URL (BOSH-2).
-pub async fn info() -> Response {
+pub fn info() -> Response {
     let page = "<!DOCTYPE html><html><head><title>xmpp-edge BOSH</title></head><body>\
         <h1>xmpp-edge</h1><p>This is an XMPP over BOSH endpoint (XEP-0124, XEP-0206). \
         Point an XMPP client such as Converse.js or Strophe.js at this URL; \
         it expects HTTP POST requests.</p></body></html>";
-    (
-        [
-            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
-            (header::CACHE_CONTROL, "no-store"),
-        ],
-        page,
-    )
-        .into_response()
+    let mut response = plain(StatusCode::OK, page);
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
 }
 
 /// Session creation (BOSH-18..38).
@@ -316,7 +329,7 @@ fn refused(
     count_outcome(state, "http_error");
     let status =
         StatusCode::from_u16(refusal.http_status()).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
-    let mut response = (status, format!("{refusal}\n")).into_response();
+    let mut response = plain(status, format!("{refusal}\n"));
     let h = response.headers_mut();
     h.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -359,7 +372,7 @@ fn reply_response(
         .as_deref()
         .and_then(|c| HeaderValue::from_str(c).ok())
         .unwrap_or_else(|| HeaderValue::from_static(DEFAULT_CONTENT_TYPE));
-    let mut response = Response::new(Body::from(reply.body));
+    let mut response = Response::new(reply.body);
     *response.status_mut() = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::OK);
     let h = response.headers_mut();
     h.insert(header::CONTENT_TYPE, content_type);
@@ -373,19 +386,6 @@ fn reply_response(
         h.insert(header::VARY, HeaderValue::from_static("Origin"));
     }
     response
-}
-
-enum BodyReadError {
-    TooLarge,
-    Io,
-}
-
-async fn read_body(body: Body, limit: usize) -> Result<Bytes, BodyReadError> {
-    match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(BodyReadError::TooLarge),
-        Err(_) => Err(BodyReadError::Io),
-    }
 }
 
 #[cfg(test)]

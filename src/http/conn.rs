@@ -1,35 +1,23 @@
 //! Serving one accepted client connection: plain HTTP/1.1, or TLS with
-//! HTTP/1.1 or HTTP/2 chosen by ALPN. Connection-level limits live here:
-//! the header read timeout (also the idle keep-alive timeout) and the TLS
-//! handshake timeout; each hit is counted.
+//! HTTP/1.1 or HTTP/2 chosen by ALPN. The TLS handshake is bounded by
+//! `limits.tls_handshake_timeout_secs`; a timeout is counted.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
-use tower::ServiceExt;
 
 use crate::admission::ConnectionSlot;
-use crate::http::{AppState, ConnInfo, TlsInfo};
+use crate::http::{AppState, ConnInfo, TlsInfo, h1, h2};
 use crate::metrics::Limit;
 
-/// HTTP/2 streams one connection may have open (BOSH needs `hold` + 1).
-const H2_MAX_STREAMS: u32 = 64;
-/// HTTP/2 header block limit.
-const H2_MAX_HEADER_LIST: u32 = 16 * 1024;
-/// Pings that find dead HTTP/2 peers.
-const H2_KEEPALIVE: Duration = Duration::from_secs(20);
-
-/// Serves a plain connection (HTTP/1.1).
+/// Serves a plain connection (HTTP/1.1); with `redirecting`, every request
+/// is answered with the way to HTTPS.
 pub fn spawn_plain(
     stream: TcpStream,
     peer: SocketAddr,
-    router: Router,
+    redirecting: bool,
     state: Arc<AppState>,
     slot: ConnectionSlot,
 ) {
@@ -40,18 +28,14 @@ pub fn spawn_plain(
         tls: None,
         slot: Arc::new(parking_lot::Mutex::new(Some(slot))),
     };
-    tokio::spawn(async move {
-        serve(stream, info, false, router, &state).await;
-    });
+    tokio::spawn(h1::serve(stream, info, state, redirecting));
 }
 
-/// Runs the TLS handshake (bounded by `limits.tls_handshake_timeout_secs`),
-/// then serves HTTP/2 or HTTP/1.1 as ALPN chose.
+/// Runs the TLS handshake, then serves HTTP/2 or HTTP/1.1 as ALPN chose.
 pub fn spawn_tls(
     stream: TcpStream,
     peer: SocketAddr,
     acceptor: tokio_rustls::TlsAcceptor,
-    router: Router,
     state: Arc<AppState>,
     slot: ConnectionSlot,
 ) {
@@ -88,46 +72,10 @@ pub fn spawn_tls(
                 server_name: session.server_name().map(Box::from),
             }),
         };
-        serve(tls, info, h2, router, &state).await;
-    });
-}
-
-async fn serve<I>(io: I, info: ConnInfo, h2: bool, router: Router, state: &AppState)
-where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let header_timeout = Duration::from_secs(u64::from(
-        state.runtime().config.limits.header_read_timeout_secs,
-    ));
-    let peer = info.peer;
-    let service = router.map_request(move |mut req: hyper::Request<hyper::body::Incoming>| {
-        req.extensions_mut().insert(info.clone());
-        req
-    });
-    let service = TowerToHyperService::new(service);
-    let result = if h2 {
-        hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .enable_connect_protocol()
-            .max_concurrent_streams(H2_MAX_STREAMS)
-            .max_header_list_size(H2_MAX_HEADER_LIST)
-            .keep_alive_interval(Some(H2_KEEPALIVE))
-            .keep_alive_timeout(H2_KEEPALIVE)
-            .serve_connection(TokioIo::new(io), service)
-            .await
-    } else {
-        hyper::server::conn::http1::Builder::new()
-            .keep_alive(true)
-            .timer(TokioTimer::new())
-            .header_read_timeout(header_timeout)
-            .serve_connection(TokioIo::new(io), service)
-            .with_upgrades()
-            .await
-    };
-    if let Err(e) = result {
-        if e.is_timeout() {
-            state.metrics.limit_hit(Limit::HeaderReadTimeout);
+        if h2 {
+            h2::serve(tls, info, state).await;
+        } else {
+            h1::serve(tls, info, state, false).await;
         }
-        tracing::debug!(%peer, "HTTP connection ended: {e}");
-    }
+    });
 }

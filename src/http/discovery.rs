@@ -1,14 +1,9 @@
 //! XEP-0156 endpoint discovery: `/.well-known/host-meta` (XRD) and
 //! `/.well-known/host-meta.json` (JRD), per served domain (WS-40..46).
 
-use std::sync::Arc;
+use http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 
-use axum::Extension;
-use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
-use axum::response::{IntoResponse, Response};
-
-use crate::http::{AppState, ConnInfo};
+use crate::http::{AppState, ConnInfo, Response, plain};
 use crate::xml::escape::push_attr_escaped;
 
 const BOSH_REL: &str = "urn:xmpp:alt-connections:xbosh";
@@ -70,7 +65,7 @@ fn host_without_port(host: &str) -> &str {
 }
 
 fn respond(content_type: &'static str, body: String) -> Response {
-    let mut response = body.into_response();
+    let mut response = Response::new(body.into());
     let h = response.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     // WS-43: web clients on other origins must be able to read it.
@@ -86,22 +81,16 @@ fn respond(content_type: &'static str, body: String) -> Response {
 }
 
 fn not_found() -> Response {
-    (
+    plain(
         StatusCode::NOT_FOUND,
         "no XMPP domain is served for this host\n",
     )
-        .into_response()
 }
 
 /// `GET /.well-known/host-meta` (WS-40, WS-41).
-pub async fn host_meta(
-    State(state): State<Arc<AppState>>,
-    conn: Option<Extension<ConnInfo>>,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Response {
-    let origin = Origin::of(&headers, &uri, conn.as_deref());
-    let Some((bosh, websocket)) = origin.and_then(|o| links(&state, &o)) else {
+pub fn host_meta(state: &AppState, conn: &ConnInfo, uri: &Uri, headers: &HeaderMap) -> Response {
+    let origin = Origin::of(headers, uri, Some(conn));
+    let Some((bosh, websocket)) = origin.and_then(|o| links(state, &o)) else {
         return not_found();
     };
     let mut out = Vec::with_capacity(400);
@@ -123,14 +112,14 @@ pub async fn host_meta(
 }
 
 /// `GET /.well-known/host-meta.json` (WS-40, WS-41).
-pub async fn host_meta_json(
-    State(state): State<Arc<AppState>>,
-    conn: Option<Extension<ConnInfo>>,
-    uri: Uri,
-    headers: HeaderMap,
+pub fn host_meta_json(
+    state: &AppState,
+    conn: &ConnInfo,
+    uri: &Uri,
+    headers: &HeaderMap,
 ) -> Response {
-    let origin = Origin::of(&headers, &uri, conn.as_deref());
-    let Some((bosh, websocket)) = origin.and_then(|o| links(&state, &o)) else {
+    let origin = Origin::of(headers, uri, Some(conn));
+    let Some((bosh, websocket)) = origin.and_then(|o| links(state, &o)) else {
         return not_found();
     };
     let body = format!(

@@ -1,10 +1,13 @@
-//! axum/hyper adapters. No protocol decisions are made here: requests are
+//! HTTP adapters (own HTTP/1.1, hyper HTTP/2). No protocol decisions are made here: requests are
 //! turned into core inputs and core outputs into HTTP responses.
 
 pub mod bosh;
 pub mod conn;
 pub mod discovery;
+pub mod h1;
+pub mod h2;
 pub mod redirect;
+pub mod route;
 pub mod websocket;
 
 use std::net::{IpAddr, SocketAddr};
@@ -12,9 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use arc_swap::ArcSwap;
-use axum::Router;
-use axum::http::{HeaderMap, HeaderValue, header};
-use axum::routing::{get, post};
+use http::{HeaderMap, HeaderValue, header};
 use tokio::sync::watch;
 
 use crate::admission::{Admission, ConnectionSlot};
@@ -26,6 +27,24 @@ use crate::upstream::pool::{PoolSetupError, Upstreams};
 use crate::upstream::proxy_protocol::ClientInfo;
 use crate::websocket::WsLimits;
 use crate::xml::reserialize::ClientXmlLimits;
+
+/// What every endpoint answers: a status, headers and a whole body. The
+/// bodies here are small and complete, so no streaming body type is needed.
+pub type Response = http::Response<bytes::Bytes>;
+
+/// A response with `status` and a plain-text (or empty) body.
+pub fn plain(status: http::StatusCode, body: impl Into<bytes::Bytes>) -> Response {
+    let body = body.into();
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    if !response.body().is_empty() {
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+    }
+    response
+}
 
 /// The two ends of an HTTP connection.
 #[derive(Clone, Debug)]
@@ -151,12 +170,12 @@ impl Runtime {
     /// the TCP peer, or the address a trusted reverse proxy forwarded.
     pub fn client_info(
         &self,
-        conn: Option<ConnInfo>,
+        conn: Option<&ConnInfo>,
         headers: &HeaderMap,
         transport: &'static str,
     ) -> ClientInfo {
-        let peer = conn.as_ref().map(|c| c.peer);
-        let tls = conn.as_ref().and_then(|c| c.tls.as_ref());
+        let peer = conn.map(|c| c.peer);
+        let tls = conn.and_then(|c| c.tls.as_ref());
         let source = match peer {
             Some(p) if self.trusted_proxies.iter().any(|n| n.contains(&p.ip())) => {
                 forwarded_client(headers, &self.trusted_proxies).or(peer)
@@ -171,7 +190,7 @@ impl Runtime {
         });
         ClientInfo {
             source,
-            destination: conn.as_ref().map(|c| c.local),
+            destination: conn.map(|c| c.local),
             tls_version: tls.and_then(|t| t.version),
             authority,
             alpn: Some(tls.and_then(|t| t.alpn).unwrap_or("http/1.1")),
@@ -350,31 +369,6 @@ impl Cors {
     }
 }
 
-/// The router for the public listener. Its paths are fixed at start-up (a
-/// reload cannot move them).
-pub fn router(state: Arc<AppState>) -> Router {
-    let runtime = state.runtime();
-    let mut router = Router::new();
-    for path in &runtime.config.bosh.paths {
-        let route = post(bosh::post).options(bosh::preflight).get(bosh::info);
-        router = router.route(path, route.clone());
-        if !path.ends_with('/') {
-            router = router.route(&format!("{path}/"), route);
-        }
-    }
-    for path in &runtime.config.websocket.paths {
-        // GET for HTTP/1.1 upgrades, CONNECT for HTTP/2 (RFC 8441).
-        router = router.route(path, get(websocket::upgrade).connect(websocket::upgrade));
-    }
-    router
-        .route("/.well-known/host-meta", get(discovery::host_meta))
-        .route(
-            "/.well-known/host-meta.json",
-            get(discovery::host_meta_json),
-        )
-        .with_state(state)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -383,7 +377,7 @@ mod tests {
         let mut h = HeaderMap::new();
         for (k, v) in pairs {
             h.append(
-                axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
                 HeaderValue::from_str(v).unwrap(),
             );
         }

@@ -2,25 +2,15 @@
 //! HTTPS. BOSH clients get `see-other-uri` with the new URL in the body
 //! (XEP-0124's way, BOSH-82k); everyone else a 308 redirect.
 
-use std::sync::Arc;
+use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 
-use axum::Router;
-use axum::extract::{Request, State};
-use axum::http::{HeaderValue, Method, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use crate::http::{AppState, Response, plain};
 
-use crate::http::AppState;
-
-/// The router that answers every request with the way to HTTPS.
-pub fn router(state: Arc<AppState>) -> Router {
-    Router::new().fallback(redirect).with_state(state)
-}
-
-async fn redirect(State(state): State<Arc<AppState>>, request: Request) -> Response {
+/// The way to HTTPS for any request to the plain listener.
+pub fn respond(state: &AppState, method: &Method, uri: &Uri, headers: &HeaderMap) -> Response {
     let runtime = state.runtime();
     let port = state.tls_port.load(std::sync::atomic::Ordering::Relaxed);
-    let Some(host) = request
-        .headers()
+    let Some(host) = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .map(|h| {
@@ -32,22 +22,22 @@ async fn redirect(State(state): State<Arc<AppState>>, request: Request) -> Respo
         })
         .filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_graphic() && b != b'/'))
     else {
-        return (StatusCode::BAD_REQUEST, "a Host header is required\n").into_response();
+        return plain(StatusCode::BAD_REQUEST, "a Host header is required\n");
     };
-    let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
     let target = if port == 443 {
         format!("https://{host}{path}")
     } else {
         format!("https://{host}:{port}{path}")
     };
-    let bosh_path = request.uri().path().trim_end_matches('/');
+    let bosh_path = uri.path().trim_end_matches('/');
     let is_bosh = runtime
         .config
         .bosh
         .paths
         .iter()
         .any(|p| p.trim_end_matches('/') == bosh_path);
-    if is_bosh && request.method() == Method::POST {
+    if is_bosh && method == Method::POST {
         let mut body = Vec::with_capacity(target.len() + 160);
         body.extend_from_slice(
             b"<body xmlns='http://jabber.org/protocol/httpbind' type='terminate' \
@@ -55,7 +45,7 @@ async fn redirect(State(state): State<Arc<AppState>>, request: Request) -> Respo
         );
         crate::xml::escape::push_text_escaped(&mut body, &target);
         body.extend_from_slice(b"</uri></body>");
-        let mut response = body.into_response();
+        let mut response = Response::new(body.into());
         let h = response.headers_mut();
         h.insert(
             header::CONTENT_TYPE,
@@ -69,12 +59,11 @@ async fn redirect(State(state): State<Arc<AppState>>, request: Request) -> Respo
         return response;
     }
     match HeaderValue::from_str(&target) {
-        Ok(location) => (
-            StatusCode::PERMANENT_REDIRECT,
-            [(header::LOCATION, location)],
-            "moved to HTTPS\n",
-        )
-            .into_response(),
-        Err(_) => (StatusCode::BAD_REQUEST, "bad Host header\n").into_response(),
+        Ok(location) => {
+            let mut response = plain(StatusCode::PERMANENT_REDIRECT, "moved to HTTPS\n");
+            response.headers_mut().insert(header::LOCATION, location);
+            response
+        }
+        Err(_) => plain(StatusCode::BAD_REQUEST, "bad Host header\n"),
     }
 }

@@ -11,10 +11,14 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
+use tokio_tungstenite::WebSocketStream;
+use tungstenite::protocol::CloseFrame;
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::{Message, Utf8Bytes};
 
 use crate::http::{AppState, Runtime};
 use crate::metrics::{CloseReason, Limit, Traffic};
@@ -32,17 +36,22 @@ const FINAL_FLUSH: Duration = Duration::from_secs(2);
 #[derive(Debug)]
 pub enum WsInput {
     /// A message, an error, or the end of the stream.
-    Frame(Option<Result<Message, axum::Error>>),
+    Frame(Option<Result<Message, tungstenite::Error>>),
     /// The queue was written out (or writing failed).
-    Flushed(Result<(), axum::Error>),
+    Flushed(Result<(), tungstenite::Error>),
     /// xmpp-edge is shutting down.
     Shutdown,
 }
 
+/// The byte streams a WebSocket can run on: a TCP or TLS connection after an
+/// HTTP/1.1 upgrade, or an HTTP/2 stream after an extended CONNECT.
+pub trait WsIo: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> WsIo for T {}
+
 /// One WebSocket session in the relay loop.
-pub struct WsRelay {
+pub struct WsRelay<S> {
     core: WsSession,
-    socket: WebSocket,
+    socket: WebSocketStream<S>,
     out: VecDeque<Message>,
     out_bytes: usize,
     flush_pending: bool,
@@ -61,7 +70,7 @@ pub struct WsRelay {
     shutdown_seen: bool,
 }
 
-impl std::fmt::Debug for WsRelay {
+impl<S> std::fmt::Debug for WsRelay<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WsRelay")
             .field("core", &self.core)
@@ -70,12 +79,12 @@ impl std::fmt::Debug for WsRelay {
     }
 }
 
-impl WsRelay {
+impl<S: WsIo> WsRelay<S> {
     /// Wraps an accepted WebSocket of `client`, under the configuration
     /// `runtime` for its whole life.
     pub fn new(
         core: WsSession,
-        socket: WebSocket,
+        socket: WebSocketStream<S>,
         state: Arc<AppState>,
         runtime: Arc<Runtime>,
         client: ClientInfo,
@@ -108,7 +117,8 @@ impl WsRelay {
     fn pump(&mut self, now: Instant) {
         loop {
             while let Some(action) = self.core.poll_client() {
-                if self.close_queued {
+                // Nothing more can reach a client whose socket broke.
+                if self.close_queued || self.write_broken {
                     continue;
                 }
                 match action {
@@ -127,7 +137,7 @@ impl WsRelay {
                     }
                     ClientAction::Close(code) => {
                         self.out.push_back(Message::Close(Some(CloseFrame {
-                            code,
+                            code: CloseCode::from(code),
                             reason: Utf8Bytes::from_static(""),
                         })));
                         self.close_queued = true;
@@ -153,7 +163,7 @@ impl WsRelay {
         }
     }
 
-    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), axum::Error>> {
+    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), tungstenite::Error>> {
         while !self.out.is_empty() {
             ready!(self.socket.poll_ready_unpin(cx))?;
             if let Some(message) = self.out.pop_front() {
@@ -163,6 +173,10 @@ impl WsRelay {
                 self.socket.start_send_unpin(message)?;
                 self.flush_pending = true;
             }
+        }
+        if self.out.capacity() > 0 {
+            // Idle sessions keep no queue storage.
+            self.out = VecDeque::new();
         }
         if self.flush_pending {
             ready!(self.socket.poll_flush_unpin(cx))?;
@@ -187,7 +201,7 @@ impl WsRelay {
         Poll::Pending
     }
 
-    fn on_frame(&mut self, now: Instant, frame: Option<Result<Message, axum::Error>>) {
+    fn on_frame(&mut self, now: Instant, frame: Option<Result<Message, tungstenite::Error>>) {
         if matches!(frame, Some(Ok(_))) {
             self.info.touch(now);
         }
@@ -204,26 +218,27 @@ impl WsRelay {
                 self.flush_pending = true;
                 self.core.handle_client_close(now);
             }
+            Some(Ok(Message::Frame(_))) => {}
             Some(Err(error)) => {
                 self.read_closed = true;
-                match error.into_inner().downcast::<tungstenite::Error>() {
-                    Ok(e) => match *e {
-                        tungstenite::Error::Utf8(_) => self.core.handle_client_invalid_utf8(now),
-                        tungstenite::Error::Capacity(_) => {
-                            self.state.metrics.limit_hit(Limit::WebSocketMessageBytes);
-                            self.core.handle_client_too_big(now);
-                        }
-                        tungstenite::Error::Protocol(p) => {
-                            tracing::debug!("WebSocket protocol error: {p}");
-                            self.core.handle_client_protocol_error(now);
-                        }
-                        other => {
-                            tracing::debug!("WebSocket read failed: {other}");
-                            self.write_broken = true;
-                            self.core.handle_client_gone();
-                        }
-                    },
-                    Err(other) => {
+                match error {
+                    tungstenite::Error::Utf8(_) => self.core.handle_client_invalid_utf8(now),
+                    tungstenite::Error::Capacity(_) => {
+                        self.state.metrics.limit_hit(Limit::WebSocketMessageBytes);
+                        self.core.handle_client_too_big(now);
+                    }
+                    tungstenite::Error::Protocol(
+                        tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
+                    ) => {
+                        // The client vanished; nothing to answer (WS-27).
+                        self.write_broken = true;
+                        self.core.handle_client_gone();
+                    }
+                    tungstenite::Error::Protocol(p) => {
+                        tracing::debug!("WebSocket protocol error: {p}");
+                        self.core.handle_client_protocol_error(now);
+                    }
+                    other => {
                         tracing::debug!("WebSocket read failed: {other}");
                         self.write_broken = true;
                         self.core.handle_client_gone();
@@ -238,7 +253,7 @@ impl WsRelay {
     }
 }
 
-impl ClientSide for WsRelay {
+impl<S: WsIo> ClientSide for WsRelay<S> {
     type ClientInput = WsInput;
 
     fn upstream_route(&mut self, now: Instant) -> Option<RouteRequest> {
@@ -367,7 +382,13 @@ impl ClientSide for WsRelay {
                 self.write_broken = true;
                 self.out.clear();
                 self.out_bytes = 0;
-                self.core.handle_client_gone();
+                // Frames the client sent before it went (a last presence,
+                // <close/>) may still wait in the socket: read them out
+                // and relay them first; the end of the read side ends the
+                // session.
+                if self.read_closed {
+                    self.core.handle_client_gone();
+                }
             }
             WsInput::Shutdown => {
                 self.shutdown_seen = true;

@@ -197,6 +197,9 @@ impl UpstreamConn {
     /// Writes as much of the queue as the socket takes without waiting.
     pub fn try_flush(&mut self) -> Result<(), UpstreamFailure> {
         let written = self.write_some()?;
+        if self.write_queue.is_empty() && self.write_queue.capacity() > 0 {
+            self.write_queue = VecDeque::new();
+        }
         self.stalled_since = if !self.has_pending_writes() {
             None
         } else if written > 0 {
@@ -404,6 +407,7 @@ impl UpstreamConn {
         if self.read_buf.is_empty() {
             // Stanzas cut from the chunk keep their own reference.
             self.read_buf = BytesMut::new();
+            self.splitter.compact();
         }
     }
 

@@ -232,12 +232,12 @@ impl WsSession {
 
     /// The next thing to send to the client.
     pub fn poll_client(&mut self) -> Option<ClientAction> {
-        self.to_client.pop_front()
+        crate::stanza::pop_or_release(&mut self.to_client)
     }
 
     /// The next upstream action, in order.
     pub fn poll_upstream(&mut self) -> Option<UpstreamAction> {
-        self.actions.pop_front()
+        crate::stanza::pop_or_release(&mut self.actions)
     }
 
     /// When [`Self::handle_timeout`] is next due.

@@ -351,4 +351,50 @@ mod tests {
             }
         ));
     }
+
+    /// Found by the fuzz targets (see `invalid_names_are_refused_not_forwarded`
+    /// in bosh/request.rs): names that are not XML names are re-serialised
+    /// and sent upstream instead of being refused as `not-well-formed`.
+    #[test]
+    #[ignore = "fuzz crash: element and attribute names that are not XML names are forwarded upstream"]
+    fn invalid_names_are_refused() {
+        for text in [
+            "<presence t9<''pe='unavailable'/>",
+            "<mess'age/>",
+            "<message><1body/></message>",
+            // An empty name: `<\r/>` is re-serialised as `</>`.
+            "<message><\r/></message>",
+            // The reserved prefix: written with `xmlns:xmlns='http://www.w3.org/2000/xmlns/'`.
+            "<xmlns:foo/>",
+        ] {
+            let result = parse(text);
+            assert!(
+                matches!(result, Err(MessageError::NotWellFormed(_))),
+                "{text} gives {result:?}"
+            );
+        }
+    }
+
+    /// Found by the `ws_message` fuzz target: a character reference in an
+    /// `<open/>` attribute is decoded without checking that it is an XML
+    /// character, and the value goes on into the upstream stream header and
+    /// into xmpp-edge's own `<open/>` reply (`xml:lang`).
+    #[test]
+    #[ignore = "fuzz crash: character references to non-XML characters in <open/> attributes are used as they are"]
+    fn open_attributes_must_be_xml_characters() {
+        for text in [
+            "<open xmlns='urn:ietf:params:xml:ns:xmpp-framing' to='localhost' version='1.0' xml:lang='en&#1;'/>",
+            "<open xmlns='urn:ietf:params:xml:ns:xmpp-framing' to='localhost' version='1.0' from='a&#x1F;@localhost'/>",
+        ] {
+            // Refusing the message or dropping the value both fix it.
+            if let Ok(ClientMessage::Open(attrs)) = parse(text) {
+                for value in [&attrs.to, &attrs.from, &attrs.version, &attrs.lang]
+                    .into_iter()
+                    .flatten()
+                {
+                    assert!(is_xml_bytes(value.as_bytes()), "{text} gives {value:?}");
+                }
+            }
+        }
+    }
 }

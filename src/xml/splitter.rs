@@ -162,6 +162,16 @@ impl Splitter {
         *self = Self::new(self.limits);
     }
 
+    /// Gives back storage grown by earlier elements, between top-level
+    /// elements (the stream's own namespace bindings are kept). For idle
+    /// sessions: their splitter holds only what the stream header needs.
+    pub fn compact(&mut self) {
+        if self.depth <= 1 {
+            self.resolver = self.resolver.clone();
+            self.open_names = self.open_names.clone();
+        }
+    }
+
     /// The bounds this splitter enforces.
     pub fn limits(&self) -> SplitterLimits {
         self.limits

@@ -124,3 +124,61 @@ fn bosh_82l_shutdown_answers_held_requests_with_system_shutdown() {
     }
     assert!(h.session.ended().is_some());
 }
+
+/// Found by the `bosh_session` fuzz target (fuzz/regressions/bosh_session/):
+/// a terminal body that carries elements (here the server's `<stream:error>`,
+/// BOSH-83, BOSH-91) goes to the oldest held request even when that request
+/// has gone away and a live one is held; the live one gets a bare terminate,
+/// and the client never sees the error. The same choice is made by
+/// `terminate_by_client` and for `Cause::Request` terminations.
+#[test]
+#[ignore = "fuzz crash: the terminal body with the server's <stream:error> goes to a held request that has gone away"]
+fn terminal_body_goes_to_a_live_request_not_an_orphaned_one() {
+    let limits = BoshLimits {
+        max_hold: 2,
+        ..BoshLimits::default()
+    };
+    let mut h = Harness::established_with(limits, "hold='2' wait='30' ver='1.6'");
+    let gone = h.send(RID + 1, "");
+    let live = h.send(RID + 2, "");
+    h.gone(gone);
+    h.upstream_xml(
+        "<stream:error><conflict xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error>",
+    );
+    assert_eq!(
+        condition_of(&h.body(live)),
+        Some("remote-stream-error"),
+        "{}",
+        h.body(live)
+    );
+    assert!(
+        h.body(live).contains("<conflict"),
+        "the live request got {}",
+        h.body(live)
+    );
+}
+
+/// Found by the `bosh_session` fuzz target (fuzz/regressions/bosh_session/):
+/// with nothing held, the server's `<stream:error>` waits in the pending
+/// terminal body for the client's next request (BOSH-79); a kick (or a
+/// shutdown) before that request replaces it with a bare `policy-violation`
+/// (`system-shutdown`) body, so the client never sees the server's error.
+#[test]
+#[ignore = "fuzz crash: a kick or shutdown replaces a pending terminal body carrying the server's <stream:error>"]
+fn kick_keeps_a_pending_stream_error() {
+    let mut h = Harness::established();
+    let n = h.send(RID + 1, "");
+    h.advance_secs(30);
+    assert!(h.answered(n));
+    h.upstream_xml(
+        "<stream:error><conflict xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error>",
+    );
+    let now = h.now;
+    h.session.handle_kick(now);
+    let next = h.send(RID + 2, "");
+    assert!(
+        h.body(next).contains("<conflict"),
+        "the next request got {}",
+        h.body(next)
+    );
+}
