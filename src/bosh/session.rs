@@ -585,7 +585,9 @@ impl BoshSession {
     }
 
     fn end_served(&mut self, now: Instant, condition: Condition) {
-        if self.ended.is_some() {
+        // A terminal body already waiting (e.g. the server's <stream:error>)
+        // says more than ours would; the client's next request gets it.
+        if self.ended.is_some() || self.pending_terminal.is_some() {
             return;
         }
         self.flush_outbox(now);
@@ -908,8 +910,11 @@ impl BoshSession {
 
     /// BOSH-76: the oldest open request gets `type='terminate'`, every other one an empty body.
     fn terminate_by_client(&mut self, req_id: ReqId) {
-        let mut targets: Vec<ReqId> = self.held.drain(..).map(|h| h.req_id).collect();
+        // Requests whose connection is gone cannot carry the queued elements.
+        let (gone, live): (Vec<Held>, Vec<Held>) = self.held.drain(..).partition(|h| h.orphaned);
+        let mut targets: Vec<ReqId> = live.into_iter().map(|h| h.req_id).collect();
         targets.push(req_id);
+        targets.extend(gone.into_iter().map(|h| h.req_id));
         targets.extend(self.reorder.drain(..).map(|p| p.req_id));
         let attrs = BodyAttrs {
             kind: BodyKind::Terminate(None),
@@ -949,13 +954,24 @@ impl BoshSession {
         } else {
             self.finish_upstream(UpstreamAction::Close);
         }
-        let mut targets: Vec<ReqId> = self.held.drain(..).map(|h| h.req_id).collect();
+        // The first live request carries the body; one whose connection is
+        // gone would lose it (and the server's <stream:error> with it).
+        let (gone, live): (Vec<Held>, Vec<Held>) = self.held.drain(..).partition(|h| h.orphaned);
+        let mut targets: Vec<ReqId> = live.into_iter().map(|h| h.req_id).collect();
         if let Cause::Request(req_id) = cause
             && !targets.contains(&req_id)
         {
             targets.push(req_id);
         }
         targets.extend(self.reorder.drain(..).map(|p| p.req_id));
+        let gone: Vec<ReqId> = gone.into_iter().map(|h| h.req_id).collect();
+        for &req_id in &gone {
+            self.responses.push_back(Response {
+                req_id,
+                status: 200,
+                body: Bytes::from_static(crate::bosh::response::EMPTY_BODY),
+            });
+        }
 
         let kind = BodyKind::Terminate(condition);
         let attrs = BodyAttrs {

@@ -111,13 +111,10 @@ pub async fn drive<S: ClientSide>(
     upstreams: Arc<Upstreams>,
     ctx: SessionContext,
 ) {
-    let SessionContext {
-        info,
-        table,
-        metrics,
-        slot,
-        connection,
-    } = ctx;
+    // Fields are used in place: destructuring would keep them twice in
+    // this long-lived future.
+    let info = &ctx.info;
+    let metrics = &ctx.metrics;
     metrics.session_opened(info.transport);
     let mut reported = Traffic::default();
     let mut setup_started = clock::now();
@@ -188,7 +185,7 @@ pub async fn drive<S: ClientSide>(
             upstream_failed(&mut *side, lease.as_ref(), closing, failure);
             continue;
         }
-        report(&mut *side, &info, &metrics, conn.as_ref(), &mut reported);
+        report(&mut *side, info, metrics, conn.as_ref(), &mut reported);
         if side.is_done() {
             break;
         }
@@ -214,7 +211,17 @@ pub async fn drive<S: ClientSide>(
             }
             side.upstream_congested(congested);
         }
-        let deadline = side.next_deadline();
+        // One timer serves the side's deadlines and the upstream write
+        // deadline (UP-42).
+        let side_deadline = side.next_deadline();
+        let write_deadline = conn
+            .as_ref()
+            .and_then(UpstreamConn::write_stalled_since)
+            .map(|since| since + settings.write_timeout);
+        let deadline = match (side_deadline, write_deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         if deadline != armed {
             if let Some(d) = deadline {
                 sleep.as_mut().reset(tokio::time::Instant::from_std(d));
@@ -223,10 +230,6 @@ pub async fn drive<S: ClientSide>(
         }
         let can_read = conn.as_ref().is_some_and(|c| !c.read_done()) && side.wants_upstream_data();
         let must_write = conn.as_ref().is_some_and(UpstreamConn::has_pending_writes);
-        let write_deadline = conn
-            .as_ref()
-            .and_then(UpstreamConn::write_stalled_since)
-            .map(|since| tokio::time::Instant::from_std(since + settings.write_timeout));
         tokio::select! {
             result = connected(connecting.as_mut()), if connecting.is_some() => {
                 connecting = None;
@@ -247,11 +250,19 @@ pub async fn drive<S: ClientSide>(
                     }
                 }
             }
-            ready = readable(conn.as_ref()), if can_read => {
+            ready = io_ready(conn.as_ref(), can_read, must_write), if can_read || must_write => {
+                // Writable: the loop's next pass flushes.
+                let readable = match &ready {
+                    Ok(r) => can_read && (r.is_readable() || r.is_read_closed() || r.is_error()),
+                    Err(_) => true,
+                };
+                if !readable {
+                    continue;
+                }
                 let mut events = Vec::new();
                 if let Some(c) = conn.as_mut() {
                     match ready {
-                        Ok(()) => c.read_events(&mut events),
+                        Ok(_) => c.read_events(&mut events),
                         Err(e) => events.push(UpstreamEvent::Failed(UpstreamFailure::Lost(e.to_string()))),
                     }
                 }
@@ -283,17 +294,6 @@ pub async fn drive<S: ClientSide>(
                     side.on_upstream(clock::now(), &mut events);
                 }
             }
-            _ = writable(conn.as_ref()), if must_write => {}
-            () = stall(write_deadline), if write_deadline.is_some() => {
-                // UP-42: a server that stops reading is as good as gone.
-                conn = None;
-                let failure = UpstreamFailure::Lost(format!(
-                    "the server took no data for {} s",
-                    settings.write_timeout.as_secs()
-                ));
-                tracing::warn!("upstream write stalled: {failure}");
-                upstream_failed(&mut *side, lease.as_ref(), closing, failure);
-            }
             input = side.client_ready() => side.on_client(clock::now(), input),
             () = info.kicked(), if !kick_seen => {
                 kick_seen = true;
@@ -302,13 +302,32 @@ pub async fn drive<S: ClientSide>(
             }
             () = &mut sleep, if armed.is_some() => {
                 armed = None;
-                side.on_timeout(clock::now());
+                let now = clock::now();
+                if write_deadline.is_some_and(|d| d <= now) {
+                    // UP-42: a server that stops reading is as good as gone.
+                    conn = None;
+                    let failure = UpstreamFailure::Lost(format!(
+                        "the server took no data for {} s",
+                        settings.write_timeout.as_secs()
+                    ));
+                    tracing::warn!("upstream write stalled: {failure}");
+                    upstream_failed(&mut *side, lease.as_ref(), closing, failure);
+                } else {
+                    side.on_timeout(now);
+                }
             }
         }
     }
     side.finished();
-    report(&mut *side, &info, &metrics, conn.as_ref(), &mut reported);
-    table.remove(&info);
+    report(&mut *side, info, metrics, conn.as_ref(), &mut reported);
+    ctx.table.remove(info);
+    let SessionContext {
+        info,
+        metrics,
+        slot,
+        connection,
+        ..
+    } = ctx;
     drop(slot);
     drop(connection);
     let mut why = side.close_reason();
@@ -377,9 +396,13 @@ fn upstream_failed<S: ClientSide>(
     side.on_upstream(clock::now(), &mut vec![UpstreamEvent::Failed(failure)]);
 }
 
-async fn stall(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(at) => tokio::time::sleep_until(at).await,
+async fn io_ready(
+    conn: Option<&UpstreamConn>,
+    read: bool,
+    write: bool,
+) -> std::io::Result<tokio::io::Ready> {
+    match conn {
+        Some(c) => c.ready(read, write).await,
         None => std::future::pending().await,
     }
 }
@@ -387,20 +410,6 @@ async fn stall(deadline: Option<tokio::time::Instant>) {
 async fn connected(connecting: Option<&mut Connecting>) -> Result<Connected, UpstreamFailure> {
     match connecting {
         Some(future) => future.await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn readable(conn: Option<&UpstreamConn>) -> std::io::Result<()> {
-    match conn {
-        Some(c) => c.readable().await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn writable(conn: Option<&UpstreamConn>) -> std::io::Result<()> {
-    match conn {
-        Some(c) => c.writable().await,
         None => std::future::pending().await,
     }
 }

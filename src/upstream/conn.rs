@@ -276,6 +276,18 @@ impl UpstreamConn {
         self.stream.writable().await
     }
 
+    /// Waits until the socket can be read (`read`) or written (`write`),
+    /// whichever comes first (cancel-safe). One waiter instead of two keeps
+    /// the session's task smaller.
+    pub async fn ready(&self, read: bool, write: bool) -> io::Result<tokio::io::Ready> {
+        let interest = match (read, write) {
+            (true, true) => tokio::io::Interest::READABLE | tokio::io::Interest::WRITABLE,
+            (false, true) => tokio::io::Interest::WRITABLE,
+            _ => tokio::io::Interest::READABLE,
+        };
+        self.stream.ready(interest).await
+    }
+
     /// Acknowledges received data at once. Servers that leave Nagle on
     /// (Prosody does, and cannot turn it off under TLS) hold their second
     /// small write until our ACK, which Linux would delay by up to 40 ms:

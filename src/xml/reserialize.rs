@@ -21,9 +21,9 @@ use quick_xml::Reader;
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::name::{NamespaceResolver, QName, ResolveResult};
 
+use crate::xml::check::{self, LexicalError, check_reference};
 use crate::xml::escape::push_attr_escaped;
 use crate::xml::ns;
-use crate::xml::splitter::check_reference;
 
 /// Bounds on one client element.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,6 +58,15 @@ pub enum ClientXmlError {
     /// More attributes than [`ClientXmlLimits::max_attributes`].
     #[error("too many attributes")]
     TooManyAttributes,
+}
+
+impl From<LexicalError> for ClientXmlError {
+    fn from(e: LexicalError) -> Self {
+        match e {
+            LexicalError::EntityReference => Self::RestrictedXml("entity reference"),
+            other => Self::NotWellFormed(other.describe()),
+        }
+    }
 }
 
 impl ClientXmlError {
@@ -228,8 +237,7 @@ pub fn rewrite_element(
             }
             Ok(Event::Text(text)) => push_text(out, &text),
             Ok(Event::GeneralRef(reference)) => {
-                check_reference(&reference)
-                    .map_err(|_| ClientXmlError::RestrictedXml("entity reference"))?;
+                check_reference(&reference)?;
                 out.push(b'&');
                 out.extend_from_slice(reference.as_bytes());
                 out.push(b';');
@@ -291,6 +299,7 @@ fn write_start(
         .push(tag)
         .map_err(|_| ClientXmlError::NotWellFormed("bad namespace declaration"))?;
     let name = tag.name();
+    check::check_qname(name.as_ref(), true)?;
     let (local, prefix) = name.decompose();
     let local = local.into_inner();
     let element_uri = element_ns(resolver, name)?;
@@ -314,6 +323,8 @@ fn write_start(
     let mut count = 0u16;
     for attr in tag.attributes() {
         let attr = attr.map_err(|_| ClientXmlError::NotWellFormed("bad attribute"))?;
+        check::check_qname(attr.key.as_ref(), false)?;
+        check::check_attribute_value(&attr.value)?;
         count += 1;
         if count > limits.max_attributes {
             return Err(ClientXmlError::TooManyAttributes);
@@ -374,16 +385,8 @@ fn write_attr(out: &mut Vec<u8>, key: &str, raw: &str) -> Result<(), ClientXmlEr
     out.push(b' ');
     out.extend_from_slice(key.as_bytes());
     out.extend_from_slice(b"='");
-    if raw.contains('&') {
-        for piece in raw.split('&').skip(1) {
-            let Some(end) = piece.find(';') else {
-                return Err(ClientXmlError::NotWellFormed("unterminated reference"));
-            };
-            check_reference(&piece[..end])
-                .map_err(|_| ClientXmlError::RestrictedXml("entity reference in attribute"))?;
-        }
-    }
-    if raw.contains(['\'', '<']) {
+    // write_start checked the value (check_attribute_value).
+    if raw.contains('\'') {
         // Re-escape from the decoded value so the quote style can change.
         let decoded = quick_xml::escape::unescape(raw)
             .map_err(|_| ClientXmlError::NotWellFormed("bad attribute value"))?;

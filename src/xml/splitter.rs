@@ -30,6 +30,7 @@ use quick_xml::name::{NamespaceResolver, ResolveResult};
 use quick_xml::{Reader, XmlVersion};
 
 use crate::stanza::{ElementKind, HeadFlags, Stanza, StreamHeader};
+use crate::xml::check::{self, LexicalError};
 use crate::xml::escape::is_xml_bytes;
 use crate::xml::ns;
 
@@ -80,6 +81,15 @@ pub enum SplitError {
     /// The stream header is not `stream` in the streams namespace.
     #[error("invalid namespace: {0}")]
     InvalidNamespace(&'static str),
+}
+
+impl From<LexicalError> for SplitError {
+    fn from(e: LexicalError) -> Self {
+        match e {
+            LexicalError::EntityReference => Self::RestrictedXml("entity reference"),
+            other => Self::NotWellFormed(other.describe()),
+        }
+    }
 }
 
 impl SplitError {
@@ -196,7 +206,13 @@ impl Splitter {
             buf.clear();
             return Ok(None);
         }
-        let base = self.scan_from;
+        let mut base = self.scan_from;
+        // quick-xml takes U+FEFF at the start of its input for a byte order
+        // mark; inside an element it is text, so start one byte earlier
+        // (the end of the previous event, itself harmless as text).
+        if self.depth >= 2 && base > 0 && buf[base..].starts_with("\u{FEFF}".as_bytes()) {
+            base -= 1;
+        }
         let Some(last_gt) = memchr::memrchr(b'>', &buf[base..]) else {
             return self.need_more(buf);
         };
@@ -214,7 +230,10 @@ impl Splitter {
             let before = reader.buffer_position() as usize;
             let event = match reader.read_event() {
                 Ok(event) => event,
-                Err(e) if is_incomplete(&e) => break,
+                Err(e) if is_incomplete(&e) => {
+                    check_unfinished_tag(&slice[before..])?;
+                    break;
+                }
                 Err(e) => return Err(map_xml_error(&e)),
             };
             let after = reader.buffer_position() as usize;
@@ -225,6 +244,7 @@ impl Splitter {
                     if self.depth < 2 && !text.bytes().all(|b| b.is_ascii_whitespace()) {
                         return Err(SplitError::NotWellFormed("text outside an element"));
                     }
+                    check::check_text(text.as_ref().as_bytes())?;
                 }
                 Event::GeneralRef(reference) => {
                     if self.depth < 2 {
@@ -323,6 +343,10 @@ impl Splitter {
                 buf.advance(start);
                 let bytes = buf.split_to(end - start).freeze();
                 self.scan_from = 0;
+                // need_more only bounds incomplete elements; one read may bring a whole one.
+                if bytes.len() > self.limits.max_element_bytes {
+                    return Err(SplitError::TooLarge(self.limits.max_element_bytes));
+                }
                 if !is_xml_bytes(&bytes) {
                     return Err(SplitError::NotWellFormed("character not allowed in XML"));
                 }
@@ -361,6 +385,8 @@ impl Splitter {
     }
 
     fn open_stream(&mut self, tag: &BytesStart<'_>) -> Result<StreamHeader, SplitError> {
+        // A bad name is refused the same way whether or not the tag arrived whole.
+        check::check_qname(tag.name().as_ref(), true)?;
         self.resolver = NamespaceResolver::default();
         self.resolver
             .push(tag)
@@ -372,6 +398,8 @@ impl Splitter {
         let mut header = StreamHeader::default();
         for attr in tag.attributes() {
             let attr = attr.map_err(|_| SplitError::NotWellFormed("bad attribute"))?;
+            check::check_qname(attr.key.as_ref(), false)?;
+            check::check_attribute_value(&attr.value)?;
             let value = attr
                 .normalized_value(XmlVersion::Implicit1_0)
                 .map_err(|_| SplitError::NotWellFormed("bad attribute value"))?;
@@ -439,6 +467,7 @@ impl Splitter {
         if let (ResolveResult::Unknown(_), _) = self.resolver.resolve_element(name) {
             return Err(SplitError::NotWellFormed("unbound namespace prefix"));
         }
+        check::check_qname(name.as_ref(), true)?;
         if name.prefix().is_some_and(|p| p.as_ref() == "stream") {
             self.head.uses_stream_prefix = true;
         }
@@ -450,10 +479,8 @@ impl Splitter {
             {
                 return Err(SplitError::NotWellFormed("unbound attribute prefix"));
             }
-            if attr.value.contains('&') {
-                attr.normalized_value(XmlVersion::Implicit1_0)
-                    .map_err(|_| SplitError::RestrictedXml("entity reference in attribute"))?;
-            }
+            check::check_qname(attr.key.as_ref(), false)?;
+            check::check_attribute_value(&attr.value)?;
         }
         let name_len = u16::try_from(name.as_ref().len())
             .map_err(|_| SplitError::NotWellFormed("element name too long"))?;
@@ -527,6 +554,30 @@ fn is_incomplete(err: &XmlError) -> bool {
     )
 }
 
+/// A tag quick-xml is still reading because a quote opened inside its name
+/// (`<mess'age/>`) can never become valid: refuse it now instead of buffering
+/// up to the size limit waiting for the quote to close.
+fn check_unfinished_tag(rest: &[u8]) -> Result<(), SplitError> {
+    let Some(after_lt) = rest.strip_prefix(b"<") else {
+        return Ok(());
+    };
+    if after_lt.starts_with(b"!") || after_lt.starts_with(b"?") {
+        return Ok(());
+    }
+    let after_lt = after_lt.strip_prefix(b"/").unwrap_or(after_lt);
+    let name_end = after_lt
+        .iter()
+        .position(|b| b.is_ascii_whitespace() || matches!(b, b'/' | b'>'))
+        .unwrap_or(after_lt.len());
+    if after_lt[..name_end]
+        .iter()
+        .any(|b| matches!(b, b'\'' | b'"' | b'<' | b'='))
+    {
+        return Err(LexicalError::BadName.into());
+    }
+    Ok(())
+}
+
 fn map_xml_error(err: &XmlError) -> SplitError {
     match err {
         XmlError::Syntax(SyntaxError::InvalidBangMarkup) => {
@@ -539,27 +590,7 @@ fn map_xml_error(err: &XmlError) -> SplitError {
 
 /// Accepts the five predefined entities and character references to valid XML characters.
 pub(crate) fn check_reference(reference: &str) -> Result<(), SplitError> {
-    match reference {
-        "amp" | "lt" | "gt" | "apos" | "quot" => Ok(()),
-        _ => {
-            let Some(number) = reference.strip_prefix('#') else {
-                return Err(SplitError::RestrictedXml("entity reference"));
-            };
-            let code = match number.strip_prefix('x') {
-                Some(hex) => u32::from_str_radix(hex, 16),
-                None => number.parse::<u32>(),
-            }
-            .map_err(|_| SplitError::NotWellFormed("bad character reference"))?;
-            let valid = matches!(code, 0x9 | 0xA | 0xD | 0x20..=0xD7FF | 0xE000..=0xFFFD | 0x10000..=0x10FFFF);
-            if valid {
-                Ok(())
-            } else {
-                Err(SplitError::NotWellFormed(
-                    "character reference to a non-XML character",
-                ))
-            }
-        }
-    }
+    Ok(check::check_reference(reference)?)
 }
 
 #[cfg(test)]

@@ -132,7 +132,6 @@ fn bosh_82l_shutdown_answers_held_requests_with_system_shutdown() {
 /// and the client never sees the error. The same choice is made by
 /// `terminate_by_client` and for `Cause::Request` terminations.
 #[test]
-#[ignore = "fuzz crash: the terminal body with the server's <stream:error> goes to a held request that has gone away"]
 fn terminal_body_goes_to_a_live_request_not_an_orphaned_one() {
     let limits = BoshLimits {
         max_hold: 2,
@@ -164,7 +163,6 @@ fn terminal_body_goes_to_a_live_request_not_an_orphaned_one() {
 /// shutdown) before that request replaces it with a bare `policy-violation`
 /// (`system-shutdown`) body, so the client never sees the server's error.
 #[test]
-#[ignore = "fuzz crash: a kick or shutdown replaces a pending terminal body carrying the server's <stream:error>"]
 fn kick_keeps_a_pending_stream_error() {
     let mut h = Harness::established();
     let n = h.send(RID + 1, "");
