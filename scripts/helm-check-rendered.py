@@ -6,7 +6,8 @@ by scripts/helm-check).
 
 Writes OUT_PREFIX.toml (the configuration in the ConfigMap) and
 OUT_PREFIX.check.toml (the file to give `xmpp-edge check-config`: the same,
-without [cluster] when CLUSTER_KNOWN is 0), then checks that the pod spec
+without [cluster] when CLUSTER_KNOWN is 0, else with cluster.secret_file
+pointing at a local stand-in for the mounted Secret), then checks that the pod spec
 agrees with the configuration. Exits non-zero, naming each problem, if not.
 """
 
@@ -55,6 +56,15 @@ if "cluster" in config and cluster_known == "0":
     # Leave out the [cluster] table (the chart writes it as one section).
     check_text = re.sub(r"(?ms)^\[cluster\]\n.*?(?=^\[|\Z)", "", text)
     check("cluster" not in tomllib.loads(check_text), "could not take [cluster] out")
+elif "cluster" in config:
+    # The Secret is mounted in the pod, not here: point secret_file at a
+    # stand-in in case check-config reads it.
+    secret = prefix + ".cluster-secret"
+    with open(secret, "w") as f:
+        f.write("x" * 48)
+    line = f'secret_file = {json.dumps(config["cluster"]["secret_file"])}'
+    check(line in text, "cluster.secret_file not found in the TOML")
+    check_text = text.replace(line, f"secret_file = {json.dumps(secret)}")
 with open(prefix + ".check.toml", "w") as f:
     f.write(check_text)
 
@@ -143,6 +153,19 @@ if "cluster" in config:
 else:
     check(not peers, "headless peers Service without cluster mode")
     check("cluster" not in ports, "cluster port without cluster mode")
+
+# --- NetworkPolicy: the cluster port only from the release's own pods ---------
+for np in find("NetworkPolicy"):
+    check(np["spec"]["podSelector"]["matchLabels"].items() <= pod["metadata"]["labels"].items(),
+          "NetworkPolicy does not select the pods")
+    rules = [r for r in np["spec"]["ingress"] if any(p["port"] == "cluster" for p in r["ports"])]
+    if "cluster" in config:
+        check(len(rules) == 1 and all("podSelector" in f and f["podSelector"]["matchLabels"].items()
+                                      <= pod["metadata"]["labels"].items() for f in rules[0].get("from", [{}])),
+              "NetworkPolicy lets more than the release's pods reach the cluster port")
+    for name in ("http", "metrics"):
+        check(any(any(p["port"] == name for p in r["ports"]) for r in np["spec"]["ingress"]),
+              f"NetworkPolicy blocks the {name} port")
 
 # --- Ingress -------------------------------------------------------------------------
 max_wait = config.get("bosh", {}).get("max_wait_secs", 50)
