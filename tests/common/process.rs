@@ -28,15 +28,21 @@ impl EdgeProcess {
     /// must not repeat `[server]`, `[metrics]` or `[admin]` keys given here
     /// unless through `server_extra`), then starts the binary.
     pub fn start(name: &str, server_extra: &str, extra: &str) -> Self {
+        Self::start_at(name, [127, 0, 0, 1].into(), server_extra, extra)
+    }
+
+    /// Like [`Self::start`], with every listener on the loopback address `ip`
+    /// (all of 127/8 is loopback on Linux: one address per replica).
+    pub fn start_at(name: &str, ip: std::net::IpAddr, server_extra: &str, extra: &str) -> Self {
         let dir = std::env::temp_dir().join(format!(
             "xmpp-edge-proc-{name}-{}-{}",
             std::process::id(),
             free_port()
         ));
         std::fs::create_dir_all(&dir).unwrap();
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let metrics_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let admin_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let addr = SocketAddr::new(ip, free_port());
+        let metrics_addr = SocketAddr::new(ip, free_port());
+        let admin_addr = SocketAddr::new(ip, free_port());
         let config_path = dir.join("xmpp-edge.toml");
         std::fs::write(
             &config_path,
@@ -100,6 +106,12 @@ impl EdgeProcess {
             .status()
             .unwrap();
         assert!(status.success());
+    }
+
+    /// Kills the process at once (SIGKILL): no drain, no goodbye.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Waits up to `timeout` for the process to exit.
