@@ -15,6 +15,9 @@ use crate::cluster::{Cluster, Peer};
 use crate::http::AppState;
 use crate::sessions::NodeTag;
 
+/// Rounds in a row a known peer may miss before it is forgotten.
+const MAX_MISSED: u8 = 1;
+
 /// Refreshes the peer map until aborted.
 pub async fn run(cluster: Arc<Cluster>, state: Arc<AppState>) {
     let period = Duration::from_secs(u64::from(cluster.config.refresh_secs));
@@ -45,10 +48,18 @@ pub async fn refresh(cluster: &Cluster, state: &AppState) {
         let status = match result {
             Ok(status) => status,
             Err(e) => {
-                if old.values().any(|p| p.addr == addr) {
-                    tracing::warn!(%addr, "peer lost: {e}");
-                } else {
-                    tracing::debug!(%addr, "no peer: {e}");
+                match old.values().find(|p| p.addr == addr) {
+                    // One missed round is forgiven: forgetting a peer ends
+                    // its sessions, and a slow answer is not a dead peer.
+                    // Forwarding still fails fast if it really is gone.
+                    Some(peer) if peer.missed < MAX_MISSED => {
+                        tracing::warn!(%addr, tag = %peer.tag, "peer did not answer: {e}");
+                        let mut peer = peer.clone();
+                        peer.missed += 1;
+                        peers.insert(peer.tag, peer);
+                    }
+                    Some(peer) => tracing::warn!(%addr, tag = %peer.tag, "peer lost: {e}"),
+                    None => tracing::debug!(%addr, "no peer: {e}"),
                 }
                 continue;
             }
@@ -75,6 +86,7 @@ pub async fn refresh(cluster: &Cluster, state: &AppState) {
             tag,
             addr,
             draining: status.draining,
+            missed: 0,
         };
         peers.insert(tag, peer);
     }

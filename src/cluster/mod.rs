@@ -84,6 +84,9 @@ pub struct Peer {
     pub addr: SocketAddr,
     /// Whether it is draining.
     pub draining: bool,
+    /// Discovery rounds it did not answer in a row.
+    #[serde(skip)]
+    pub missed: u8,
 }
 
 fn display<S: serde::Serializer>(tag: &NodeTag, s: S) -> Result<S::Ok, S::Error> {
