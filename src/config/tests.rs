@@ -30,6 +30,7 @@ fn the_shipped_example_is_valid_and_matches_the_defaults_it_documents() {
         [UpstreamEntry::address("127.0.0.1:5222")]
     );
     assert_eq!(c.bosh, Config::default().bosh);
+    assert_eq!(c.cluster, Config::default().cluster);
 }
 
 #[test]
