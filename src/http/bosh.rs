@@ -200,10 +200,11 @@ async fn in_cluster(
                         forwarded(e.outcome());
                         tracing::warn!("draining, new session not forwarded: {e}");
                     }
+                    // Sent, maybe created there: not again elsewhere.
                     Err(e) => {
                         forwarded(e.outcome());
                         tracing::warn!("draining, new session not forwarded: {e}");
-                        break;
+                        return None;
                     }
                 }
             }
