@@ -34,6 +34,22 @@ impl EdgeProcess {
     /// Like [`Self::start`], with every listener on the loopback address `ip`
     /// (all of 127/8 is loopback on Linux: one address per replica).
     pub fn start_at(name: &str, ip: std::net::IpAddr, server_extra: &str, extra: &str) -> Self {
+        // A port found free on 127.0.0.1 may be taken on `ip` (or taken by
+        // someone else meanwhile): try other ports a few times.
+        for attempt in 0.. {
+            let mut process = Self::spawn(name, ip, server_extra, extra);
+            match process.wait_listening() {
+                Ok(()) => return process,
+                Err(log) if attempt < 3 && log.contains("Address already in use") => {
+                    process.kill();
+                }
+                Err(log) => panic!("xmpp-edge did not start:\n{log}"),
+            }
+        }
+        unreachable!()
+    }
+
+    fn spawn(name: &str, ip: std::net::IpAddr, server_extra: &str, extra: &str) -> Self {
         let dir = std::env::temp_dir().join(format!(
             "xmpp-edge-proc-{name}-{}-{}",
             std::process::id(),
@@ -58,27 +74,28 @@ impl EdgeProcess {
             .stderr(log)
             .spawn()
             .expect("start xmpp-edge");
-        let process = Self {
+        Self {
             child,
             dir,
             config_path,
             addr,
             metrics_addr,
             admin_addr,
-        };
-        process.wait_listening();
-        process
+        }
     }
 
-    fn wait_listening(&self) {
+    fn wait_listening(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return Err(self.log());
+            }
             if std::net::TcpStream::connect(self.admin_addr).is_ok() {
-                return;
+                return Ok(());
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("xmpp-edge did not start:\n{}", self.log());
+        Err(self.log())
     }
 
     /// Rewrites the configuration file (for reload tests).
