@@ -55,6 +55,7 @@ pub struct Server {
     tls_listener: Option<TcpListener>,
     metrics_listener: Option<TcpListener>,
     admin_listener: Option<TcpListener>,
+    cluster_listener: Option<TcpListener>,
     state: Arc<AppState>,
     /// The plain listener only redirects to HTTPS.
     redirecting: bool,
@@ -83,6 +84,10 @@ impl Server {
             true => Some(bind("admin.listen", config.admin.listen).await?),
             false => None,
         };
+        let cluster_listener = match config.cluster.enabled {
+            true => Some(bind("cluster.listen", config.cluster.listen).await?),
+            false => None,
+        };
         let redirecting = config.tls.redirect_http;
         let state = Arc::new(AppState::new(config)?);
         state.front_tls.store(front_tls);
@@ -98,6 +103,7 @@ impl Server {
             tls_listener,
             metrics_listener,
             admin_listener,
+            cluster_listener,
             state,
         })
     }
@@ -122,6 +128,13 @@ impl Server {
     /// The admin listener's address, if it is enabled.
     pub fn admin_addr(&self) -> Option<SocketAddr> {
         self.admin_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+    }
+
+    /// The cluster listener's address, in cluster mode.
+    pub fn cluster_addr(&self) -> Option<SocketAddr> {
+        self.cluster_listener
             .as_ref()
             .and_then(|l| l.local_addr().ok())
     }
@@ -153,6 +166,15 @@ impl Server {
         if let Some(listener) = self.admin_listener.take() {
             let router = crate::admin::admin_router(Arc::clone(&self.state));
             side_tasks.push(tokio::spawn(serve_plain(listener, router)));
+        }
+        if let (Some(listener), Some(cluster)) =
+            (self.cluster_listener.take(), self.state.cluster.clone())
+        {
+            side_tasks.extend(crate::cluster::spawn(
+                cluster,
+                Arc::clone(&self.state),
+                listener,
+            ));
         }
         if let Some(listener) = self.tls_listener.take() {
             side_tasks.push(tokio::spawn(accept_tls(listener, Arc::clone(&self.state))));
@@ -381,6 +403,9 @@ pub async fn run(config: Config, path: Option<PathBuf>) -> Result<(), StartError
     }
     if let Some(a) = server.admin_addr() {
         tracing::info!("status page: http://{}/", shown(a));
+    }
+    if let (Some(c), Some(cluster)) = (server.cluster_addr(), server.state().cluster.clone()) {
+        tracing::info!(node = %cluster.tag(), "cluster listener: {c} (HTTP/2, peers only)");
     }
     let (tx, rx) = mpsc::channel(4);
     forward_signals(tx);

@@ -13,6 +13,7 @@ pub mod app;
 pub mod bosh;
 pub mod cli;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod http;
 pub mod metrics;

@@ -129,6 +129,10 @@ pub struct Metrics {
     pub reloads: IntCounterVec,
     /// Limits hit, by limit.
     pub limit_hits: IntCounterVec,
+    /// BOSH requests for sessions of other replicas (cluster mode), by outcome.
+    pub cluster_forwarded: IntCounterVec,
+    /// Known peers (cluster mode), by state: set by discovery.
+    pub cluster_peers: IntGaugeVec,
     sessions_live: IntGaugeVec,
     bosh_held_requests: IntGauge,
     queued_bytes: IntGaugeVec,
@@ -287,6 +291,21 @@ impl Metrics {
                 "xmpp_edge_limit_hits_total",
                 "Requests, messages, sessions or connections refused or cut off by a limit.",
                 &["limit"],
+            )?,
+            cluster_forwarded: counter_vec(
+                &r,
+                "xmpp_edge_cluster_forwarded_total",
+                "BOSH requests sent to the replica owning the session (cluster mode), by outcome: \
+                 ok, unknown_node (no live replica has the sid's tag: item-not-found), \
+                 unreachable, failed (item-not-found), no_peer (draining, nobody to take a new \
+                 session).",
+                &["outcome"],
+            )?,
+            cluster_peers: gauge_vec(
+                &r,
+                "xmpp_edge_cluster_peers",
+                "Other replicas known (cluster mode), by state: ready or draining.",
+                &["state"],
             )?,
             sessions_live: gauge_vec(
                 &r,

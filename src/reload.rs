@@ -89,6 +89,8 @@ fn keep_fixed(old: &Config, new: &mut Config) -> Vec<&'static str> {
     keep!(log, "log");
     keep!(tls.listen, "tls.listen");
     keep!(tls.redirect_http, "tls.redirect_http");
+    // The node's identity, listener and peers are set up once, at start.
+    keep!(cluster, "cluster");
     if new.tls.certificates.is_empty() != old.tls.certificates.is_empty() {
         // Turning HTTPS on or off needs a listener bound or closed.
         new.tls.certificates = old.tls.certificates.clone();

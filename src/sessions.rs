@@ -15,32 +15,99 @@ use crate::clock;
 use crate::relay::bosh::BoshShared;
 
 /// A BOSH session id: 128 bits from a CSPRNG seeded by the OS (BOSH-29),
-/// written as 32 lower-case hex digits.
+/// written as 32 lower-case hex digits. In cluster mode the owning
+/// replica's [`NodeTag`] comes first (8 more hex digits), so any replica
+/// can tell where a session lives without a shared table.
 #[derive(Clone, Copy, Eq)]
-pub struct Sid([u8; 16]);
+pub struct Sid {
+    tag: Option<NodeTag>,
+    random: [u8; 16],
+}
 
 impl Sid {
     /// A fresh, unpredictable id.
     pub fn random() -> Self {
-        let mut bytes = [0u8; 16];
+        Self::random_for(None)
+    }
+
+    /// A fresh id owned by the replica `tag` (cluster mode), or untagged.
+    pub fn random_for(tag: Option<NodeTag>) -> Self {
+        let mut random = [0u8; 16];
+        rand::rng().fill_bytes(&mut random);
+        Self { tag, random }
+    }
+
+    /// Parses the 32- or 40-hex-digit form; anything else is not a sid of ours.
+    pub fn parse(text: &str) -> Option<Self> {
+        let (tag, rest) = match text.len() {
+            32 => (None, text),
+            40 => {
+                let (tag, rest) = text.split_at_checked(8)?;
+                (Some(NodeTag::parse(tag)?), rest)
+            }
+            _ => return None,
+        };
+        let mut random = [0u8; 16];
+        decode_hex(rest.as_bytes(), &mut random)?;
+        Some(Self { tag, random })
+    }
+
+    /// The replica that issued it, in cluster mode.
+    pub fn tag(&self) -> Option<NodeTag> {
+        self.tag
+    }
+}
+
+/// Which replica of a cluster owns a session: 32 random bits chosen at
+/// start-up, so a sid names its owner without revealing an address.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct NodeTag([u8; 4]);
+
+impl NodeTag {
+    /// A fresh tag.
+    pub fn random() -> Self {
+        let mut bytes = [0u8; 4];
         rand::rng().fill_bytes(&mut bytes);
         Self(bytes)
     }
 
-    /// Parses the 32-hex-digit form; anything else is not a sid of ours.
+    /// Parses 8 hex digits.
     pub fn parse(text: &str) -> Option<Self> {
-        let text = text.as_bytes();
-        if text.len() != 32 {
-            return None;
-        }
-        let mut bytes = [0u8; 16];
-        for (i, pair) in text.chunks_exact(2).enumerate() {
-            let hi = hex_value(pair[0])?;
-            let lo = hex_value(pair[1])?;
-            bytes[i] = (hi << 4) | lo;
-        }
+        let mut bytes = [0u8; 4];
+        decode_hex(text.as_bytes(), &mut bytes)?;
         Some(Self(bytes))
     }
+
+    /// The tag of a sid as a client sent it, if it carries one.
+    pub fn of_sid(sid: &str) -> Option<Self> {
+        Sid::parse(sid)?.tag
+    }
+}
+
+impl fmt::Display for NodeTag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for b in self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for NodeTag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "NodeTag({self})")
+    }
+}
+
+/// Fills `out` from exactly `2 * out.len()` hex digits.
+fn decode_hex(text: &[u8], out: &mut [u8]) -> Option<()> {
+    if text.len() != out.len() * 2 {
+        return None;
+    }
+    for (byte, pair) in out.iter_mut().zip(text.chunks_exact(2)) {
+        *byte = (hex_value(pair[0])? << 4) | hex_value(pair[1])?;
+    }
+    Some(())
 }
 
 fn hex_value(b: u8) -> Option<u8> {
@@ -53,27 +120,33 @@ fn hex_value(b: u8) -> Option<u8> {
 }
 
 /// Constant-time comparison, so response timing says nothing about how much
-/// of a guessed sid was right.
+/// of a guessed sid was right. (The tag is public: it is in every sid.)
 impl PartialEq for Sid {
     fn eq(&self, other: &Self) -> bool {
-        self.0
-            .iter()
-            .zip(other.0.iter())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
+        self.tag == other.tag
+            && self
+                .random
+                .iter()
+                .zip(other.random.iter())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
     }
 }
 
 // Consistent with the constant-time `eq`: equal ids hash equally.
 impl std::hash::Hash for Sid {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.0.hash(state);
+        self.tag.hash(state);
+        self.random.hash(state);
     }
 }
 
 impl fmt::Display for Sid {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for b in self.0 {
+        if let Some(tag) = self.tag {
+            write!(f, "{tag}")?;
+        }
+        for b in self.random {
             write!(f, "{b:02x}")?;
         }
         Ok(())
@@ -395,10 +468,32 @@ mod tests {
 
     #[test]
     fn comparison_sees_every_byte() {
-        let a = Sid([0; 16]);
+        let sid = |random| Sid { tag: None, random };
+        let a = sid([0; 16]);
         let mut b = [0; 16];
         b[15] = 1;
-        assert_ne!(a, Sid(b));
-        assert_eq!(a, Sid([0; 16]));
+        assert_ne!(a, sid(b));
+        assert_eq!(a, sid([0; 16]));
+        let tagged = Sid {
+            tag: Some(NodeTag([0; 4])),
+            random: [0; 16],
+        };
+        assert_ne!(a, tagged);
+    }
+
+    #[test]
+    fn cluster_sids_carry_the_owner_tag_and_128_random_bits() {
+        let tag = NodeTag::random();
+        let sid = Sid::random_for(Some(tag));
+        let text = sid.to_string();
+        assert_eq!(text.len(), 40);
+        assert!(text.starts_with(&tag.to_string()));
+        assert_eq!(Sid::parse(&text), Some(sid));
+        assert_eq!(NodeTag::of_sid(&text), Some(tag));
+        // Same random part, other tag: another session.
+        let other = format!("{}{}", NodeTag::random(), &text[8..]);
+        assert_ne!(Sid::parse(&other), Some(sid));
+        assert_eq!(NodeTag::of_sid(&Sid::random().to_string()), None);
+        assert_eq!(Sid::parse(&format!("zzzzzzzz{}", &text[8..])), None);
     }
 }

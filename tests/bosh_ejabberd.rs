@@ -188,6 +188,7 @@ async fn login_restart_bind_roster_presence_and_terminate_through_ejabberd() {
     // BOSH-77: the sid is gone.
     let late = BoshClient {
         addr: edge.addr,
+        rotation: None,
         path: "/http-bind".into(),
         sid: alice.sid.clone(),
         first_rid: 1,

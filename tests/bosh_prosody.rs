@@ -100,6 +100,7 @@ async fn login_restart_bind_roster_presence_and_terminate() {
     // BOSH-77: the sid is gone.
     let late = BoshClient {
         addr: edge.addr,
+        rotation: None,
         path: "/http-bind".into(),
         sid: alice.sid.clone(),
         first_rid: 1,
@@ -258,6 +259,7 @@ async fn bosh_85_legacy_client_gets_http_status() {
     let r = post(edge.addr, "/http-bind", &body).await;
     let client = BoshClient {
         addr: edge.addr,
+        rotation: None,
         path: "/http-bind".into(),
         sid: attr(&r.body, "sid").unwrap(),
         first_rid: 500,
@@ -434,6 +436,7 @@ async fn bosh_1_http10_keepalive_and_a_fresh_socket_per_request() {
     // ...and the one after over a new HTTP/1.1 socket.
     let client = BoshClient {
         addr: edge.addr,
+        rotation: None,
         path: "/http-bind".into(),
         sid,
         first_rid: 10,
@@ -495,6 +498,7 @@ async fn bosh_4_8_content_attribute_and_minimal_headers() {
     assert_eq!(r.header("content-type"), Some("text/html; charset=utf-8"));
     let client = BoshClient {
         addr: edge.addr,
+        rotation: None,
         path: "/http-bind".into(),
         sid: attr(&r.body, "sid").unwrap(),
         first_rid: 7,

@@ -128,6 +128,18 @@ pub struct StatusView {
     pub totals: Totals,
     /// Upstream servers of the configuration in force.
     pub upstreams: Vec<UpstreamStatus>,
+    /// Cluster mode: this replica's tag and the peers it knows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterView>,
+}
+
+/// The cluster as one replica sees it.
+#[derive(Debug, Serialize)]
+pub struct ClusterView {
+    /// This replica's node tag (the first 8 hex digits of its sids).
+    pub node: String,
+    /// The other replicas it forwards to.
+    pub peers: Vec<crate::cluster::Peer>,
 }
 
 /// Refuses API calls without the configured bearer token.
@@ -195,6 +207,10 @@ pub async fn status(State(state): State<Arc<AppState>>) -> Json<StatusView> {
             bytes_to_upstream: sum(&m.bytes, "to_upstream"),
         },
         upstreams: state.runtime().upstreams.status(),
+        cluster: state.cluster.as_ref().map(|c| ClusterView {
+            node: c.tag().to_string(),
+            peers: c.peers(),
+        }),
     })
 }
 

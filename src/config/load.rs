@@ -116,6 +116,68 @@ fn at(path: &[&str], message: impl Into<String>) -> Invalid {
     )
 }
 
+/// `[cluster]`: a secret from exactly one place, peers that parse, a
+/// listener of its own.
+fn validate_cluster(c: &Config) -> Result<(), Invalid> {
+    let k = &c.cluster;
+    if k.secret.is_some() && k.secret_file.is_some() {
+        return Err(at(
+            &["cluster", "secret_file"],
+            "set `secret` or `secret_file`, not both",
+        ));
+    }
+    if let Some(secret) = &k.secret
+        && secret.trim().len() < 16
+    {
+        return Err(at(&["cluster", "secret"], "must be at least 16 bytes"));
+    }
+    for peer in &k.peers {
+        if parse_host_port(peer).is_none() {
+            return Err(at(
+                &["cluster", "peers"],
+                format!("`{peer}` is not host:port"),
+            ));
+        }
+    }
+    if !k.peer_dns.is_empty() && parse_host_port(&k.peer_dns).is_none() {
+        return Err(at(
+            &["cluster", "peer_dns"],
+            format!("`{}` is not name:port", k.peer_dns),
+        ));
+    }
+    for (key, value) in [
+        ("refresh_secs", k.refresh_secs),
+        ("forward_timeout_secs", k.forward_timeout_secs),
+    ] {
+        if value == 0 {
+            return Err(at(&["cluster", key], "must be at least 1"));
+        }
+    }
+    if !k.enabled {
+        return Ok(());
+    }
+    if k.secret.is_none() && k.secret_file.is_none() {
+        return Err(at(
+            &["cluster", "enabled"],
+            "cluster mode needs cluster.secret or cluster.secret_file",
+        ));
+    }
+    for (key, addr, enabled) in [
+        ("server", c.server.listen, true),
+        ("metrics", c.metrics.listen, c.metrics.enabled),
+        ("admin", c.admin.listen, c.admin.enabled),
+        ("tls", c.tls.listen, !c.tls.certificates.is_empty()),
+    ] {
+        if enabled && addr == k.listen && addr.port() != 0 {
+            return Err(at(
+                &["cluster", "listen"],
+                format!("must differ from {key}.listen"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Cross-field and value checks that serde cannot express.
 fn validate(c: &Config) -> Result<(), Invalid> {
     if c.tls.redirect_http && c.tls.certificates.is_empty() {
@@ -189,6 +251,7 @@ fn validate(c: &Config) -> Result<(), Invalid> {
             return Err(at(&[key, "listen"], "must differ from server.listen"));
         }
     }
+    validate_cluster(c)?;
     let b = &c.bosh;
     if b.paths.is_empty() {
         return Err(at(&["bosh", "paths"], "at least one path is needed"));

@@ -45,6 +45,9 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// The HTTPS listener.
     pub tls: TlsConfig,
+    /// Several replicas serving any session: forwarding BOSH requests to
+    /// the replica that owns the session.
+    pub cluster: ClusterConfig,
     /// Served XMPP domains and their upstream servers.
     pub hosts: BTreeMap<String, HostConfig>,
 }
@@ -70,6 +73,7 @@ impl Default for Config {
             admin: AdminConfig::default(),
             limits: LimitsConfig::default(),
             tls: TlsConfig::default(),
+            cluster: ClusterConfig::default(),
             hosts,
         }
     }
@@ -199,6 +203,51 @@ impl Default for LimitsConfig {
             max_attributes: 64,
             header_read_timeout_secs: 30,
             tls_handshake_timeout_secs: 10,
+        }
+    }
+}
+
+/// `[cluster]`: replicas that forward each BOSH request to the replica
+/// owning its session, so no load balancer needs sticky sessions.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Turn cluster mode on. Off: one replica, nothing below is used.
+    pub enabled: bool,
+    /// The internal listener (HTTP/2 without TLS, prior knowledge), for
+    /// peers only: every request needs the shared secret.
+    pub listen: SocketAddr,
+    /// The shared secret, inline (at least 16 bytes); or `secret_file`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    /// File holding the shared secret (e.g. a Kubernetes Secret), read at
+    /// start-up; surrounding white space is ignored.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret_file: Option<String>,
+    /// Static peers: `host:port` of their internal listeners. May include
+    /// this replica, which recognises itself and skips it.
+    pub peers: Vec<String>,
+    /// `name:port` whose A/AAAA records are the peers (a Kubernetes
+    /// headless Service), resolved with `[dns]`; empty: none.
+    pub peer_dns: String,
+    /// How often peers are discovered again and asked for their state.
+    pub refresh_secs: u16,
+    /// Bound on connecting to a peer and on asking for its state; a
+    /// forwarded long-poll itself may last up to `bosh.max_wait_secs`.
+    pub forward_timeout_secs: u16,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            listen: SocketAddr::from(([0, 0, 0, 0], 5290)),
+            secret: None,
+            secret_file: None,
+            peers: Vec::new(),
+            peer_dns: String::new(),
+            refresh_secs: 10,
+            forward_timeout_secs: 5,
         }
     }
 }

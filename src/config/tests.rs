@@ -30,6 +30,7 @@ fn the_shipped_example_is_valid_and_matches_the_defaults_it_documents() {
         [UpstreamEntry::address("127.0.0.1:5222")]
     );
     assert_eq!(c.bosh, Config::default().bosh);
+    assert_eq!(c.cluster, Config::default().cluster);
 }
 
 #[test]
@@ -145,4 +146,59 @@ fn ws_42_public_base_url_must_be_https_except_on_loopback() {
         "{e}"
     );
     assert!(ok("chat.example.com").is_err());
+}
+
+#[test]
+fn cluster_is_off_by_default_and_needs_exactly_one_secret() {
+    let c = load_str("", "test.toml").unwrap();
+    assert!(!c.cluster.enabled);
+    assert_eq!(c.cluster.listen.to_string(), "0.0.0.0:5290");
+    assert_eq!(c.cluster.refresh_secs, 10);
+    assert_eq!(c.cluster.forward_timeout_secs, 5);
+    let e = error_of("[cluster]\nenabled = true\n");
+    assert!(
+        e.starts_with("test.toml:2:1: cluster.enabled: cluster mode needs cluster.secret"),
+        "{e}"
+    );
+    let e = error_of(
+        "[cluster]\nenabled = true\nsecret = \"0123456789abcdef\"\nsecret_file = \"/s\"\n",
+    );
+    assert!(
+        e.starts_with("test.toml:4:1: cluster.secret_file: set `secret` or `secret_file`"),
+        "{e}"
+    );
+    let e = error_of("[cluster]\nenabled = true\nsecret = \"short\"\n");
+    assert!(
+        e.starts_with("test.toml:3:1: cluster.secret: must be at least 16"),
+        "{e}"
+    );
+    let e = error_of("[cluster]\npeers = [\"10.0.0.1\"]\n");
+    assert!(
+        e.starts_with("test.toml:2:1: cluster.peers: `10.0.0.1`"),
+        "{e}"
+    );
+    let e = error_of("[cluster]\npeer_dns = \"peers.svc\"\n");
+    assert!(e.starts_with("test.toml:2:1: cluster.peer_dns:"), "{e}");
+    let e = error_of("[cluster]\nrefresh_secs = 0\n");
+    assert!(e.starts_with("test.toml:2:1: cluster.refresh_secs:"), "{e}");
+    let e = error_of("[cluster]\npeerz = []\n");
+    assert!(
+        e.starts_with("test.toml:2:1: cluster.peerz: unknown field"),
+        "{e}"
+    );
+    let e = error_of(
+        "[server]\nlisten = \"0.0.0.0:5290\"\n[cluster]\nenabled = true\nsecret = \"0123456789abcdef\"\n",
+    );
+    assert!(
+        e.contains("cluster.listen: must differ from server.listen"),
+        "{e}"
+    );
+    let c = load_str(
+        "[cluster]\nenabled = true\nsecret_file = \"/etc/xmpp-edge/cluster/secret\"\n\
+         peers = [\"10.0.0.1:5290\", \"edge-0.edge:5290\"]\n\
+         peer_dns = \"xmpp-edge-peers.ns.svc.cluster.local:5290\"\n",
+        "test.toml",
+    )
+    .unwrap();
+    assert!(c.cluster.enabled);
 }

@@ -11,12 +11,13 @@ use crate::admission::{Refusal, SessionSlot};
 use crate::bosh::response::terminate_without_session;
 use crate::bosh::{BoshRequest, BoshSession, Condition, parse_request};
 use crate::clock;
+use crate::cluster::{Cluster, ForwardError, Owner};
 use crate::http::{AppState, ConnInfo, Response, Runtime, plain};
 use crate::metrics::Limit;
 use crate::relay::bosh::{BoshRelay, BoshShared, Reply, Submitted};
 use crate::relay::driver::SessionContext;
 use crate::relay::{RouteRequest, drive};
-use crate::sessions::{SessionInfo, Sid, Transport};
+use crate::sessions::{SessionInfo, Transport};
 use crate::upstream::proxy_protocol::ClientInfo;
 use crate::upstream::route::Candidate;
 
@@ -40,31 +41,16 @@ pub async fn post(
 ) -> Response {
     let runtime = state.runtime();
     let cors = runtime.cors.allow(&headers);
-    let bytes = match body {
-        Ok(bytes) => bytes,
-        Err(BodyError::TooLarge) => {
-            // BOSH-12: never parse a partial entity.
-            state.metrics.limit_hit(Limit::BoshBodyBytes);
-            let mut response =
-                reply_response(state, &runtime, terminal(Condition::PolicyViolation), cors);
-            response
-                .headers_mut()
-                .insert(header::CONNECTION, HeaderValue::from_static("close"));
-            return response;
-        }
-        Err(BodyError::Io) => {
-            count_outcome(state, "http_400");
-            return plain(StatusCode::BAD_REQUEST, "unreadable request body\n");
-        }
+    let (bytes, request) = match read(state, &runtime, body, cors.clone()) {
+        Ok(read) => read,
+        Err(response) => return *response,
     };
-    let request = match parse_request(&bytes, runtime.client_xml) {
-        Ok(request) => request,
-        Err(e) => {
-            // BOSH-86: no session can be told; the client gets bad-request.
-            tracing::debug!("unreadable BOSH request: {e}");
-            return reply_response(state, &runtime, terminal(Condition::BadRequest), cors);
-        }
-    };
+    if let Some(cluster) = state.cluster.as_ref()
+        && let Some(response) =
+            in_cluster(state, cluster, &runtime, conn, &headers, &bytes, &request).await
+    {
+        return response;
+    }
     // Only session creation needs the headers (the client's address); a
     // parked request keeps nothing of its HTTP head.
     let client = request
@@ -73,6 +59,170 @@ pub async fn post(
         .then(|| runtime.client_info(Some(conn), &headers, "bosh"));
     drop(headers);
     drop(bytes);
+    answer(state, &runtime, request, client, cors).await
+}
+
+/// A BOSH request another replica forwarded (cluster listener): the client
+/// is who that replica says, and it is handled here whatever its sid, so
+/// no request travels more than one hop.
+pub async fn post_forwarded(
+    state: &Arc<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BodyError>,
+) -> Response {
+    let runtime = state.runtime();
+    let cors = runtime.cors.allow(&headers);
+    let (_, request) = match read(state, &runtime, body, cors.clone()) {
+        Ok(read) => read,
+        Err(response) => return *response,
+    };
+    let client = request
+        .sid
+        .is_none()
+        .then(|| crate::cluster::client_from(&headers));
+    if let Some(sid) = request.sid.as_deref() {
+        let from = headers
+            .get(crate::cluster::FROM_HEADER)
+            .and_then(|v| v.to_str().ok());
+        tracing::trace!(sid, from, "request forwarded by a peer");
+    }
+    drop(headers);
+    answer(state, &runtime, request, client, cors).await
+}
+
+/// The body and the parsed request, or the answer when there is none.
+fn read(
+    state: &AppState,
+    runtime: &Runtime,
+    body: Result<Bytes, BodyError>,
+    cors: Option<HeaderValue>,
+) -> Result<(Bytes, BoshRequest), Box<Response>> {
+    let bytes = match body {
+        Ok(bytes) => bytes,
+        Err(BodyError::TooLarge) => {
+            // BOSH-12: never parse a partial entity.
+            state.metrics.limit_hit(Limit::BoshBodyBytes);
+            let mut response =
+                reply_response(state, runtime, terminal(Condition::PolicyViolation), cors);
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            return Err(Box::new(response));
+        }
+        Err(BodyError::Io) => {
+            count_outcome(state, "http_400");
+            return Err(Box::new(plain(
+                StatusCode::BAD_REQUEST,
+                "unreadable request body\n",
+            )));
+        }
+    };
+    match parse_request(&bytes, runtime.client_xml) {
+        Ok(request) => Ok((bytes, request)),
+        Err(e) => {
+            // BOSH-86: no session can be told; the client gets bad-request.
+            tracing::debug!("unreadable BOSH request: {e}");
+            Err(Box::new(reply_response(
+                state,
+                runtime,
+                terminal(Condition::BadRequest),
+                cors,
+            )))
+        }
+    }
+}
+
+/// Cluster mode: the answer of the replica owning the session, or
+/// `item-not-found` when that replica is gone (never a hang); while
+/// draining, a new session goes to a peer that is not. `None`: handle here.
+async fn in_cluster(
+    state: &AppState,
+    cluster: &Cluster,
+    runtime: &Runtime,
+    conn: &ConnInfo,
+    headers: &HeaderMap,
+    bytes: &Bytes,
+    request: &BoshRequest,
+) -> Option<Response> {
+    let limit = reply_timeout(runtime) + cluster.forward_timeout();
+    let forwarded = |outcome: &str| {
+        state
+            .metrics
+            .cluster_forwarded
+            .with_label_values(&[outcome])
+            .inc();
+    };
+    let cors = || runtime.cors.allow(headers);
+    match request.sid.as_deref() {
+        Some(sid) => {
+            let addr = match cluster.owner(sid) {
+                Owner::Local => return None,
+                Owner::Peer(addr) => addr,
+                Owner::Unknown => {
+                    forwarded("unknown_node");
+                    tracing::info!(sid, "no replica owns this session: item-not-found");
+                    let reply = terminal(Condition::ItemNotFound);
+                    return Some(reply_response(state, runtime, reply, cors()));
+                }
+            };
+            let client = runtime.client_info(Some(conn), headers, "bosh");
+            match cluster
+                .forward_bosh(addr, bytes.clone(), &client, headers, limit)
+                .await
+            {
+                Ok(answer) => {
+                    forwarded("ok");
+                    Some(crate::cluster::relay(answer))
+                }
+                Err(e) => {
+                    forwarded(e.outcome());
+                    tracing::warn!(sid, "forwarding failed, item-not-found: {e}");
+                    cluster.refresh_soon();
+                    let reply = terminal(Condition::ItemNotFound);
+                    Some(reply_response(state, runtime, reply, cors()))
+                }
+            }
+        }
+        None if state.is_draining() => {
+            let client = runtime.client_info(Some(conn), headers, "bosh");
+            for addr in cluster.ready_peers() {
+                match cluster
+                    .forward_bosh(addr, bytes.clone(), &client, headers, limit)
+                    .await
+                {
+                    Ok(answer) => {
+                        forwarded("ok");
+                        tracing::info!(peer = %addr, "draining: new session forwarded");
+                        return Some(crate::cluster::relay(answer));
+                    }
+                    // Nothing was sent: the next peer may take it.
+                    Err(e @ ForwardError::Unreachable { .. }) => {
+                        forwarded(e.outcome());
+                        tracing::warn!("draining, new session not forwarded: {e}");
+                    }
+                    // Sent, maybe created there: not again elsewhere.
+                    Err(e) => {
+                        forwarded(e.outcome());
+                        tracing::warn!("draining, new session not forwarded: {e}");
+                        return None;
+                    }
+                }
+            }
+            forwarded("no_peer");
+            None
+        }
+        None => None,
+    }
+}
+
+/// The answer of this replica to a parsed request.
+async fn answer(
+    state: &Arc<AppState>,
+    runtime: &Arc<Runtime>,
+    request: BoshRequest,
+    client: Option<ClientInfo>,
+    cors: Option<HeaderValue>,
+) -> Response {
     let reply = match request.sid.as_deref() {
         None if state.is_draining() => {
             // Draining: new sessions belong on another replica.
@@ -85,8 +235,8 @@ pub async fn post(
                 .admission
                 .admit(ip, &runtime.config.limits, clock::now())
             {
-                Ok(slot) => create(state, &runtime, request, client, slot).await,
-                Err(refusal) => return refused(state, &runtime, refusal, cors),
+                Ok(slot) => create(state, runtime, request, client, slot).await,
+                Err(refusal) => return refused(state, runtime, refusal, cors),
             }
         }
         Some(sid) => match state.sessions.bosh(sid) {
@@ -104,12 +254,12 @@ pub async fn post(
                     session.room_for_payload(window).await;
                 }
                 let submitted = session.submit(clock::now(), request);
-                wait_reply(&session, submitted, reply_timeout(&runtime)).await
+                wait_reply(&session, submitted, reply_timeout(runtime)).await
             }
             None => terminal(Condition::ItemNotFound),
         },
     };
-    reply_response(state, &runtime, reply, cors)
+    reply_response(state, runtime, reply, cors)
 }
 
 /// `OPTIONS` on a BOSH path: the CORS preflight (BOSH-9).
@@ -191,7 +341,7 @@ async fn create(
             }
         }
     }
-    let sid = Sid::random();
+    let sid = state.new_sid();
     let core = BoshSession::create(
         Arc::clone(&runtime.bosh_limits),
         sid.to_string().into(),

@@ -113,6 +113,9 @@ pub enum SetupError {
         /// Why.
         source: std::io::Error,
     },
+    /// `[cluster]`: the secret or the peer resolver.
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
     /// `admin.token_file` holds too short a token.
     #[error("admin.token_file {0}: the token must be at least 16 characters")]
     TokenTooShort(String),
@@ -221,12 +224,18 @@ pub struct AppState {
     pub(crate) reload_lock: tokio::sync::Mutex<()>,
     /// When the process started, seconds since the Unix epoch.
     pub started_unix: u64,
+    /// Cluster mode, when enabled (fixed at start).
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 impl AppState {
     /// Builds the state for `config`.
     pub fn new(config: Config) -> Result<Self, SetupError> {
         let metrics = Arc::new(Metrics::new()?);
+        let cluster = match config.cluster.enabled {
+            true => Some(Arc::new(crate::cluster::Cluster::new(&config)?)),
+            false => None,
+        };
         let runtime = Runtime::new(config, &metrics, None)?;
         Ok(Self {
             runtime: ArcSwap::from_pointee(runtime),
@@ -240,7 +249,13 @@ impl AppState {
             config_path: parking_lot::Mutex::new(None),
             reload_lock: tokio::sync::Mutex::new(()),
             started_unix: crate::clock::unix_time().as_secs(),
+            cluster,
         })
+    }
+
+    /// A new session id: tagged with this replica in cluster mode.
+    pub fn new_sid(&self) -> crate::sessions::Sid {
+        crate::sessions::Sid::random_for(self.cluster.as_ref().map(|c| c.tag()))
     }
 
     /// Remembers the file to re-read on reload.

@@ -15,7 +15,7 @@ use crate::http::{AppState, ConnInfo, Response, Runtime, plain};
 use crate::relay::drive;
 use crate::relay::driver::SessionContext;
 use crate::relay::websocket::{WsIo, WsRelay};
-use crate::sessions::{SessionInfo, Sid, Transport};
+use crate::sessions::{SessionInfo, Transport};
 use crate::upstream::proxy_protocol::ClientInfo;
 use crate::websocket::WsSession;
 
@@ -190,7 +190,7 @@ pub async fn run<S: WsIo>(state: Arc<AppState>, accepted: Accepted, io: S, read:
     };
     // The stream id doubles as the session's id in the admin API:
     // unpredictable (WS-21), 32 hex digits.
-    let sid = Sid::random();
+    let sid = state.new_sid();
     let span = tracing::info_span!("ws", %sid);
     span.in_scope(|| tracing::debug!(client = ?client.source, "WebSocket connected"));
     let info = Arc::new(SessionInfo::new(sid, Transport::WebSocket, client.source));

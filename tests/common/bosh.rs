@@ -4,6 +4,10 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use base64::Engine;
@@ -107,6 +111,20 @@ pub async fn post(addr: SocketAddr, path: &str, body: &str) -> HttpResponse {
     response
 }
 
+/// Like [`post`], but a failed connection is an error, not a panic.
+pub async fn try_post(addr: SocketAddr, path: &str, body: &str) -> std::io::Result<HttpResponse> {
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: text/xml; charset=utf-8\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let mut stream = TcpStream::connect(addr).await?;
+    stream.write_all(request.as_bytes()).await?;
+    tokio::time::timeout(Duration::from_secs(70), read_response(&mut stream))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "response timed out"))?
+}
+
 /// BOSH-5, BOSH-10, BOSH-13, BOSH-14, BOSH-39, BOSH-90, BOSH-102 on every response.
 pub fn check_bosh_response(r: &HttpResponse) {
     let body = &r.body;
@@ -139,9 +157,53 @@ pub fn check_bosh_response(r: &HttpResponse) {
 #[derive(Clone, Debug)]
 pub struct BoshClient {
     pub addr: SocketAddr,
+    /// Several replicas behind no load balancer: each request goes to the
+    /// next one in turn (a connection that fails goes to the next too).
+    pub rotation: Option<Arc<Rotation>>,
     pub path: String,
     pub sid: String,
     pub first_rid: u64,
+}
+
+/// The replicas a rotating client sends to; a dead one can be taken out,
+/// as a load balancer would.
+#[derive(Debug)]
+pub struct Rotation {
+    addrs: Mutex<Vec<SocketAddr>>,
+    next: AtomicUsize,
+    /// Which replica each request went to, in order (for tests to check).
+    pub sent_to: Mutex<Vec<SocketAddr>>,
+}
+
+impl Rotation {
+    pub fn new(addrs: &[SocketAddr]) -> Arc<Self> {
+        Arc::new(Self {
+            addrs: Mutex::new(addrs.to_vec()),
+            next: AtomicUsize::new(0),
+            sent_to: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Starts the rotation at `addr`'s place.
+    pub fn starting_at(addrs: &[SocketAddr], addr: SocketAddr) -> Arc<Self> {
+        let r = Self::new(addrs);
+        let at = addrs.iter().position(|a| *a == addr).unwrap_or(0);
+        r.next.store(at, Ordering::Relaxed);
+        r
+    }
+
+    pub fn next(&self) -> SocketAddr {
+        let addrs = self.addrs.lock();
+        let i = self.next.fetch_add(1, Ordering::Relaxed);
+        let addr = addrs[i % addrs.len()];
+        self.sent_to.lock().push(addr);
+        addr
+    }
+
+    /// Stops sending to `addr`.
+    pub fn remove(&self, addr: SocketAddr) {
+        self.addrs.lock().retain(|a| *a != addr);
+    }
 }
 
 pub const HTTPBIND: &str =
@@ -164,6 +226,7 @@ impl BoshClient {
         (
             Self {
                 addr,
+                rotation: None,
                 path: "/http-bind".to_owned(),
                 sid,
                 first_rid,
@@ -178,7 +241,18 @@ impl BoshClient {
             "<body rid='{rid}' sid='{}' {attrs} {HTTPBIND}>{payload}</body>",
             self.sid
         );
-        post(self.addr, &self.path, &body).await
+        let Some(rotation) = &self.rotation else {
+            return post(self.addr, &self.path, &body).await;
+        };
+        // A replica that is gone: the same rid again at the next one, as a
+        // client behind a load balancer would see it (XEP-0124 allows resending).
+        for _ in 0..4 {
+            if let Ok(response) = try_post(rotation.next(), &self.path, &body).await {
+                check_bosh_response(&response);
+                return response;
+            }
+        }
+        panic!("no replica answered rid {rid}");
     }
 }
 
@@ -233,6 +307,26 @@ pub async fn try_login(
     try_login_to(addr, "localhost", user, password, resource).await
 }
 
+/// Logs in through several replicas: created at `rotation`'s first
+/// address, every later request to the next one in turn.
+pub async fn login_rotating(
+    rotation: Arc<Rotation>,
+    user: &str,
+    password: &str,
+    resource: &str,
+) -> BoshStream {
+    try_login_with(
+        rotation.next(),
+        Some(rotation),
+        "localhost",
+        user,
+        password,
+        resource,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("login {user}: {e}"))
+}
+
 /// Logs in to the XMPP domain `domain`.
 pub async fn login_to(
     addr: SocketAddr,
@@ -254,7 +348,19 @@ pub async fn try_login_to(
     password: &str,
     resource: &str,
 ) -> Result<BoshStream, String> {
-    let (client, created) = BoshClient::create_for(addr, domain, "wait='20' hold='1'").await;
+    try_login_with(addr, None, domain, user, password, resource).await
+}
+
+async fn try_login_with(
+    addr: SocketAddr,
+    rotation: Option<Arc<Rotation>>,
+    domain: &str,
+    user: &str,
+    password: &str,
+    resource: &str,
+) -> Result<BoshStream, String> {
+    let (mut client, created) = BoshClient::create_for(addr, domain, "wait='20' hold='1'").await;
+    client.rotation = rotation;
     if !created.body.contains("<mechanism>PLAIN</mechanism>") {
         return Err(format!("no PLAIN in creation response: {}", created.body));
     }

@@ -28,15 +28,37 @@ impl EdgeProcess {
     /// must not repeat `[server]`, `[metrics]` or `[admin]` keys given here
     /// unless through `server_extra`), then starts the binary.
     pub fn start(name: &str, server_extra: &str, extra: &str) -> Self {
+        Self::start_at(name, [127, 0, 0, 1].into(), server_extra, extra)
+    }
+
+    /// Like [`Self::start`], with every listener on the loopback address `ip`
+    /// (all of 127/8 is loopback on Linux: one address per replica).
+    pub fn start_at(name: &str, ip: std::net::IpAddr, server_extra: &str, extra: &str) -> Self {
+        // A port found free on 127.0.0.1 may be taken on `ip` (or taken by
+        // someone else meanwhile): try other ports a few times.
+        for attempt in 0.. {
+            let mut process = Self::spawn(name, ip, server_extra, extra);
+            match process.wait_listening() {
+                Ok(()) => return process,
+                Err(log) if attempt < 3 && log.contains("Address already in use") => {
+                    process.kill();
+                }
+                Err(log) => panic!("xmpp-edge did not start:\n{log}"),
+            }
+        }
+        unreachable!()
+    }
+
+    fn spawn(name: &str, ip: std::net::IpAddr, server_extra: &str, extra: &str) -> Self {
         let dir = std::env::temp_dir().join(format!(
             "xmpp-edge-proc-{name}-{}-{}",
             std::process::id(),
             free_port()
         ));
         std::fs::create_dir_all(&dir).unwrap();
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let metrics_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let admin_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let addr = SocketAddr::new(ip, free_port());
+        let metrics_addr = SocketAddr::new(ip, free_port());
+        let admin_addr = SocketAddr::new(ip, free_port());
         let config_path = dir.join("xmpp-edge.toml");
         std::fs::write(
             &config_path,
@@ -52,27 +74,28 @@ impl EdgeProcess {
             .stderr(log)
             .spawn()
             .expect("start xmpp-edge");
-        let process = Self {
+        Self {
             child,
             dir,
             config_path,
             addr,
             metrics_addr,
             admin_addr,
-        };
-        process.wait_listening();
-        process
+        }
     }
 
-    fn wait_listening(&self) {
+    fn wait_listening(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return Err(self.log());
+            }
             if std::net::TcpStream::connect(self.admin_addr).is_ok() {
-                return;
+                return Ok(());
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("xmpp-edge did not start:\n{}", self.log());
+        Err(self.log())
     }
 
     /// Rewrites the configuration file (for reload tests).
@@ -100,6 +123,12 @@ impl EdgeProcess {
             .status()
             .unwrap();
         assert!(status.success());
+    }
+
+    /// Kills the process at once (SIGKILL): no drain, no goodbye.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Waits up to `timeout` for the process to exit.
