@@ -210,8 +210,13 @@ impl Splitter {
         // quick-xml takes U+FEFF at the start of its input for a byte order
         // mark; inside an element it is text, so start one byte earlier
         // (the end of the previous event, itself harmless as text).
-        if self.depth >= 2 && base > 0 && buf[base..].starts_with("\u{FEFF}".as_bytes()) {
-            base -= 1;
+        if buf[base..].starts_with("\u{FEFF}".as_bytes()) {
+            if self.depth >= 2 && base > 0 {
+                base -= 1;
+            } else if self.phase == Phase::InStream {
+                // Between elements it is text, which the stream may not hold.
+                return Err(SplitError::NotWellFormed("text outside an element"));
+            }
         }
         let Some(last_gt) = memchr::memrchr(b'>', &buf[base..]) else {
             return self.need_more(buf);
@@ -328,6 +333,10 @@ impl Splitter {
         match completed {
             None => self.need_more(buf),
             Some(Completed::Header { end, header }) => {
+                // As for elements: the bound holds whether or not it came in one read.
+                if end > self.limits.max_element_bytes {
+                    return Err(SplitError::TooLarge(self.limits.max_element_bytes));
+                }
                 buf.advance(end);
                 self.scan_from = 0;
                 Ok(Some(Item::StreamOpen(header)))

@@ -487,3 +487,35 @@ fn signed_character_references_are_refused() {
     let result = run(&format!("{HEADER}<message><body>&#x+41;</body></message>"));
     assert!(result.is_err(), "gives {result:?}");
 }
+
+/// Found by the `splitter` fuzz target: a stream header longer than the
+/// bound was refused when cut and accepted when it arrived whole.
+#[test]
+fn oversize_header_is_refused_even_when_it_arrives_whole() {
+    let limits = SplitterLimits {
+        max_element_bytes: 64,
+        max_depth: 8,
+    };
+    let mut splitter = Splitter::new(limits);
+    let mut buf = BytesMut::from(HEADER.as_bytes());
+    assert!(HEADER.len() > 64);
+    assert_eq!(
+        splitter.feed(&mut buf).unwrap_err(),
+        SplitError::TooLarge(64)
+    );
+}
+
+/// Found by the `ws_message` fuzz target: U+FEFF between two elements was
+/// dropped as a byte order mark (or relayed with the next element); it is
+/// text outside an element.
+#[test]
+fn zero_width_no_break_space_between_elements_is_refused() {
+    let whole = run(&format!("{HEADER}<presence/>\u{FEFF}<presence/>"));
+    assert!(
+        matches!(whole, Err(SplitError::NotWellFormed(_))),
+        "{whole:?}"
+    );
+    let head = format!("{HEADER}<presence/>");
+    let cut = run_chunks(&[head.as_bytes(), "\u{FEFF}<presence/>".as_bytes()]);
+    assert!(matches!(cut, Err(SplitError::NotWellFormed(_))), "{cut:?}");
+}
