@@ -400,7 +400,9 @@ def reading(f, w, direct_rate):
                 f"{v:.3f} s ({'direct' if t == 'tcp' else t})" for t, v in pc) + ".")
         w("")
     d500 = f.get("direct", "tcp", "flood500")
-    if d500:
+    e500 = [f.get("xmpp-edge", t, "flood500") for t in ("bosh", "websocket")]
+    e99 = min((e["latency_ms"]["p99"] for e in e500 if e), default=None)
+    if d500 and e99 and d500["latency_ms"]["p99"] > 3 * e99:
         w(f"- **Direct flood latency at low rates** ({d500['latency_ms']['p99']:.1f} ms p99 at 500/s, against")
         w("  xmpp-edge's in front of the same Prosody) is probably Nagle (on in Prosody) meeting the")
         w("  generator's delayed ACKs on the direct c2s streams, which xmpp-edge's upstream sockets")
@@ -641,7 +643,7 @@ def report(argv):
             return verdict(None, "")
         k9 = sc["kib"] if sc else None
         ok = k <= need and (k9 is not None and k9 <= need)
-        return verdict(ok, f"{k:.1f} KiB @{idle_n:,}, {fmt(k9, 1)} KiB @9,000; needs <= {need}")
+        return verdict(ok, f"{k:.2f} KiB @{idle_n:,}, {fmt(k9, 2)} KiB @9,000; needs <= {need}")
 
     def scale_t(t):
         sc = f.scale(t)
