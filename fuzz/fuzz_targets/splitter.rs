@@ -171,6 +171,15 @@ fuzz_target!(|data: &[u8]| {
     {
         return;
     }
+    // Input that is both over the bound and malformed: cut, the bound is
+    // reached before the parser sees the bad bytes; whole, the parser sees
+    // them first. Both refuse the stream, nothing more was relayed.
+    if chunked.1 == Outcome::Failed("policy-violation")
+        && matches!(whole.1, Outcome::Failed(_))
+        && whole.0 == chunked.0
+    {
+        return;
+    }
     assert_eq!(
         whole, chunked,
         "chunking changes the result (chunks {chunks:?}, limits {limits:?})"

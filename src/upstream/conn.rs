@@ -307,14 +307,27 @@ impl UpstreamConn {
             if self.read_buf.capacity() - self.read_buf.len() < READ_CHUNK / 4 {
                 self.read_buf.reserve(READ_CHUNK);
             }
-            return match self.stream.try_read_buf(&mut self.read_buf) {
-                Ok(0) => Ok(true),
-                Ok(_) => {
+            // Through AsyncRead rather than try_read: a short read clears
+            // tokio's readiness, which saves the read that would only say
+            // EAGAIN (one syscall per relayed stanza). The relay loop waits
+            // with `ready()`, so the no-op waker left here wakes nothing.
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            let polled = tokio_util::io::poll_read_buf(
+                std::pin::Pin::new(&mut self.stream),
+                &mut cx,
+                &mut self.read_buf,
+            );
+            return match polled {
+                std::task::Poll::Pending => Ok(false),
+                std::task::Poll::Ready(Ok(0)) => Ok(true),
+                std::task::Poll::Ready(Ok(_)) => {
                     self.ack_now();
                     Ok(false)
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
-                Err(e) => Err(lost(e)),
+                std::task::Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => {
+                    Ok(false)
+                }
+                std::task::Poll::Ready(Err(e)) => Err(lost(e)),
             };
         };
         // One record batch per readiness event: tokio keeps the socket

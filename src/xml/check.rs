@@ -54,6 +54,15 @@ fn is_name_char(c: char) -> bool {
 
 /// A name without a colon (Namespaces in XML, `NCName`).
 pub fn is_ncname(name: &str) -> bool {
+    // ASCII names (nearly all) without decoding characters.
+    if let [first, rest @ ..] = name.as_bytes()
+        && name.is_ascii()
+    {
+        return (first.is_ascii_alphabetic() || *first == b'_')
+            && rest
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'));
+    }
     let mut chars = name.chars();
     chars.next().is_some_and(is_name_start) && chars.all(is_name_char)
 }
@@ -101,17 +110,19 @@ pub fn check_reference(reference: &str) -> Result<(), LexicalError> {
 
 /// An attribute value as written between its quotes.
 pub fn check_attribute_value(raw: &str) -> Result<(), LexicalError> {
-    if raw.contains('<') {
+    let bytes = raw.as_bytes();
+    if memchr::memchr(b'<', bytes).is_some() {
         return Err(LexicalError::LtInAttribute);
     }
-    if !is_xml_bytes(raw.as_bytes()) {
+    if !is_xml_bytes(bytes) {
         return Err(LexicalError::NonXmlCharacter);
     }
-    for piece in raw.split('&').skip(1) {
-        let Some(end) = piece.find(';') else {
+    for at in memchr::memchr_iter(b'&', bytes) {
+        let rest = &raw[at + 1..];
+        let Some(end) = memchr::memchr(b';', rest.as_bytes()) else {
             return Err(LexicalError::BadCharacterReference);
         };
-        check_reference(&piece[..end])?;
+        check_reference(&rest[..end])?;
     }
     Ok(())
 }

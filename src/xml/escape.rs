@@ -59,7 +59,14 @@ pub fn push_attr(out: &mut Vec<u8>, name: &str, value: &str) {
 /// C0 controls other than tab, LF and CR, and U+FFFE/U+FFFF are rejected; a
 /// stream carrying them would be closed by any conforming server.
 pub fn is_xml_bytes(bytes: &[u8]) -> bool {
-    // Fast path: nearly every byte is printable ASCII or part of a multi-byte char.
+    // Fast path, vectorised by the compiler: no control byte and no 0xEF
+    // (the lead byte of U+FFFE/U+FFFF) at all, which is nearly all text.
+    if bytes
+        .iter()
+        .fold(true, |ok, &b| ok & (b >= 0x20) & (b != 0xEF))
+    {
+        return true;
+    }
     for (i, &b) in bytes.iter().enumerate() {
         if b < 0x20 {
             if !matches!(b, b'\t' | b'\n' | b'\r') {
