@@ -268,24 +268,37 @@ async fn bosh_82i_ejabberd_dying_mid_session_is_remote_connection_failed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bosh_83_91_ejabberd_shutdown_is_relayed_as_remote_stream_error() {
-    let (mut ejabberd, edge) = setup("").await;
-    let mut alice = login(edge.addr, "alice", "alice-secret", "x").await;
     // On shutdown ejabberd 23.01 queues the stream error for each session
     // and then kills the sessions' supervisor (ejabberd_sm:host_down/1 and
-    // stop/0); a session that has just opened sometimes dies before sending
-    // anything (seen with raw TCP clients too). Give it a moment to settle.
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    // It sends <stream:error><system-shutdown/></stream:error>, with or
-    // without </stream:stream>, and closes the TCP connection.
-    tokio::task::block_in_place(|| ejabberd.shutdown());
-    let end = alice.terminated(T).await;
-    // BOSH-82j: the server's stream error, whole.
-    assert_eq!(
-        condition(&end).as_deref(),
-        Some("remote-stream-error"),
-        "{end}\n{}",
-        ejabberd.log()
-    );
+    // stop/0); on a loaded machine a session sometimes dies before sending
+    // anything (seen with raw TCP clients too), and then
+    // remote-connection-failed is the right answer. So that race cannot fail
+    // the test, a fresh ejabberd is tried up to three times; relaying the
+    // error must work in one of them.
+    let mut attempt = 0;
+    let (end, edge) = loop {
+        attempt += 1;
+        let (mut ejabberd, edge) = setup("").await;
+        let mut alice = login(edge.addr, "alice", "alice-secret", "x").await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        // It sends <stream:error><system-shutdown/></stream:error>, with or
+        // without </stream:stream>, and closes the TCP connection.
+        tokio::task::block_in_place(|| ejabberd.shutdown());
+        let end = alice.terminated(T).await;
+        let got = condition(&end);
+        if got.as_deref() == Some("remote-connection-failed") && attempt < 3 {
+            eprintln!("attempt {attempt}: ejabberd died before its stream error; again");
+            continue;
+        }
+        // BOSH-82j: the server's stream error, whole.
+        assert_eq!(
+            got.as_deref(),
+            Some("remote-stream-error"),
+            "{end}\n{}",
+            ejabberd.log()
+        );
+        break (end, edge);
+    };
     assert!(
         end.contains("<system-shutdown xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>"),
         "{end}"
