@@ -563,7 +563,8 @@ impl BoshSession {
 
     /// xmpp-edge is shutting down: every held request gets `system-shutdown` (BOSH-82l).
     pub fn handle_shutdown(&mut self, now: Instant) {
-        if self.ended.is_some() {
+        // As in end_served: a terminal body already waiting is kept.
+        if self.ended.is_some() || self.pending_terminal.is_some() {
             return;
         }
         self.flush_outbox(now);

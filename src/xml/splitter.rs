@@ -24,7 +24,7 @@
 //! refused (RFC 6120 §11.1, UP-52).
 
 use bytes::{Buf, BytesMut};
-use quick_xml::errors::{Error as XmlError, SyntaxError};
+use quick_xml::errors::{Error as XmlError, IllFormedError, SyntaxError};
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::name::{NamespaceResolver, ResolveResult};
 use quick_xml::{Reader, XmlVersion};
@@ -235,6 +235,12 @@ impl Splitter {
             let before = reader.buffer_position() as usize;
             let event = match reader.read_event() {
                 Ok(event) => event,
+                Err(XmlError::IllFormed(IllFormedError::UnclosedReference))
+                    if reference_runs_to_end(&slice[before..]) =>
+                {
+                    // `&...` cut by the read: its `;` may be in the next one.
+                    break;
+                }
                 Err(e) if is_incomplete(&e) => {
                     check_unfinished_tag(&slice[before..])?;
                     break;
@@ -585,6 +591,16 @@ fn check_unfinished_tag(rest: &[u8]) -> Result<(), SplitError> {
         return Err(LexicalError::BadName.into());
     }
     Ok(())
+}
+
+/// Whether the first `&` in `rest` starts a reference that reaches the end
+/// of the input without anything that would end it early.
+fn reference_runs_to_end(rest: &[u8]) -> bool {
+    memchr::memchr(b'&', rest).is_some_and(|at| {
+        !rest[at + 1..]
+            .iter()
+            .any(|b| matches!(b, b';' | b'<' | b'&'))
+    })
 }
 
 fn map_xml_error(err: &XmlError) -> SplitError {

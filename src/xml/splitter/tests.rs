@@ -519,3 +519,21 @@ fn zero_width_no_break_space_between_elements_is_refused() {
     let cut = run_chunks(&[head.as_bytes(), "\u{FEFF}<presence/>".as_bytes()]);
     assert!(matches!(cut, Err(SplitError::NotWellFormed(_))), "{cut:?}");
 }
+
+/// Found by the `splitter` fuzz target: a read ending inside a reference
+/// (`&/>` here, the `>` making the cut look complete) failed as
+/// not-well-formed, while the whole input fails as restricted-xml (an
+/// entity reference): the condition must not depend on where TCP cuts.
+#[test]
+fn reference_cut_by_a_read_waits_for_its_end() {
+    let element = "<message><body>a &/>#x1F600; b</body></message>";
+    let whole = run(&format!("{HEADER}{element}"));
+    let cut = element.find("/>#").unwrap() + 2;
+    let head = format!("{HEADER}{}", &element[..cut]);
+    let parts = run_chunks(&[head.as_bytes(), &element.as_bytes()[cut..]]);
+    assert!(
+        matches!(whole, Err(SplitError::RestrictedXml(_))),
+        "{whole:?}"
+    );
+    assert_eq!(parts, whole);
+}

@@ -180,3 +180,26 @@ fn kick_keeps_a_pending_stream_error() {
         h.body(next)
     );
 }
+
+/// Found by the `bosh_session` fuzz target (fuzz/regressions/bosh_session/):
+/// like a kick, a shutdown replaced a pending terminal body (here the
+/// server's `<stream:error>` waiting for the client's next request), so the
+/// client never saw what the server sent.
+#[test]
+fn shutdown_keeps_a_pending_stream_error() {
+    let mut h = Harness::established();
+    let n = h.send(RID + 1, "");
+    h.advance_secs(30);
+    assert!(h.answered(n));
+    h.upstream_xml(
+        "<stream:error><conflict xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error>",
+    );
+    let now = h.now;
+    h.session.handle_shutdown(now);
+    let next = h.send(RID + 2, "");
+    assert!(
+        h.body(next).contains("<conflict"),
+        "the next request got {}",
+        h.body(next)
+    );
+}
