@@ -227,6 +227,10 @@ pub struct BoshSession {
     responses: VecDeque<Response>,
     actions: VecDeque<UpstreamAction>,
     ended: Option<EndReason>,
+    /// Ended by xmpp-edge or the server (not the client): the response
+    /// cache outlives the session for a while, so a client whose last
+    /// responses were cut can still fetch them again (see [`Self::lingers`]).
+    linger: bool,
     stats: SessionStats,
 }
 
@@ -302,6 +306,7 @@ impl BoshSession {
             responses: VecDeque::new(),
             actions: VecDeque::new(),
             ended: None,
+            linger: false,
             stats: SessionStats {
                 requests: 1,
                 ..SessionStats::default()
@@ -337,6 +342,17 @@ impl BoshSession {
     /// Why the session ended, once it has.
     pub fn ended(&self) -> Option<EndReason> {
         self.ended
+    }
+
+    /// Whether the session has ended but still answers repeated rids from
+    /// its response cache: after an end the client did not ask for
+    /// (upstream failure or close, shutdown, kick), the responses just
+    /// before the terminal one may have been lost on the wire, and a client
+    /// that sends their rid again must get them, not `item-not-found`
+    /// (BOSH-54 over BOSH-79's "then forget the session"). New rids get
+    /// `item-not-found`. The caller decides how long this lasts.
+    pub fn lingers(&self) -> bool {
+        self.ended.is_some() && self.linger
     }
 
     /// Counters.
@@ -395,6 +411,9 @@ impl BoshSession {
     pub fn handle_request(&mut self, now: Instant, req_id: ReqId, request: BoshRequest) {
         self.stats.requests += 1;
         if self.ended.is_some() {
+            if self.linger && self.answer_from_cache(req_id, request.rid) {
+                return;
+            }
             let status = self.status_for(Condition::ItemNotFound);
             let body = crate::bosh::response::terminate_without_session(Condition::ItemNotFound);
             self.responses.push_back(Response {
@@ -402,6 +421,14 @@ impl BoshSession {
                 status,
                 body,
             });
+            return;
+        }
+        if self.pending_terminal.is_some()
+            && request.rid <= self.last_rid
+            && self.answer_from_cache(req_id, request.rid)
+        {
+            // A repeat of a response that may carry the last stanzas: the
+            // terminal body waits for a new rid, never takes its place.
             return;
         }
         if let Some(pending) = self.pending_terminal.take() {
@@ -419,6 +446,9 @@ impl BoshSession {
                 self.answer_oldest(now);
                 self.pending_terminal = Some(pending);
                 return;
+            }
+            if self.linger {
+                self.cache_response(request.rid, pending.status, pending.body.clone(), now);
             }
             self.responses.push_back(Response {
                 req_id,
@@ -555,6 +585,8 @@ impl BoshSession {
                 .pending_terminal
                 .take()
                 .map_or(EndReason::Inactivity, |p| p.reason);
+            // Nobody is left to ask for anything again.
+            self.linger = false;
             // BOSH-104: no closing tag, so the server may keep the session resumable.
             self.finish_upstream(UpstreamAction::Abort);
             self.finish(reason);
@@ -659,6 +691,21 @@ impl BoshSession {
                 }
             },
         }
+    }
+
+    /// Answers `req_id` with the cached response for `rid`, if there is one (BOSH-54).
+    fn answer_from_cache(&mut self, req_id: ReqId, rid: u64) -> bool {
+        let Some(cached) = self.cache.iter().find(|c| c.rid == rid) else {
+            return false;
+        };
+        let response = Response {
+            req_id,
+            status: cached.status,
+            body: cached.body.clone(),
+        };
+        self.stats.retransmissions += 1;
+        self.responses.push_back(response);
+        true
     }
 
     /// BOSH-70..72: returns the condition to end the session with, if any.
@@ -949,6 +996,8 @@ impl BoshSession {
         } else {
             self.finish_upstream(UpstreamAction::Close);
         }
+        self.linger = cause == Cause::Upstream;
+        let held_rids: Vec<(ReqId, u64)> = self.held.iter().map(|h| (h.req_id, h.rid)).collect();
         let mut targets: Vec<ReqId> = self.held.drain(..).map(|h| h.req_id).collect();
         if let Cause::Request(req_id) = cause
             && !targets.contains(&req_id)
@@ -1022,6 +1071,12 @@ impl BoshSession {
                     body: other_body.clone(),
                 }
             };
+            if self.linger
+                && let Some(&(_, rid)) = held_rids.iter().find(|(id, _)| *id == target)
+            {
+                // Asked for again while the session lingers: the same answer.
+                self.cache_response(rid, response.status, response.body.clone(), now);
+            }
             self.responses.push_back(response);
         }
         self.finish(reason);
@@ -1033,7 +1088,9 @@ impl BoshSession {
         self.ended = Some(reason);
         self.held.clear();
         self.reorder.clear();
-        self.cache.clear();
+        if !self.linger {
+            self.cache.clear();
+        }
         self.outbox.clear();
         self.outbox_bytes = 0;
         self.idle_deadline = None;
