@@ -722,7 +722,7 @@ async fn bosh_66_ws_34_half_open_and_vanished_clients_are_reaped() {
     let prosody = Prosody::start();
     let edge = Edge::start(config(
         &prosody.addr(),
-        "[bosh]\nmax_wait_secs = 2\ninactivity_secs = 3\npolling_secs = 1\n\
+        "[bosh]\nmax_wait_secs = 10\ninactivity_secs = 3\npolling_secs = 1\n\
          [websocket]\nping_interval_secs = 1\nidle_timeout_secs = 3\nclose_timeout_secs = 1\n",
     ))
     .await;
@@ -746,6 +746,20 @@ async fn bosh_66_ws_34_half_open_and_vanished_clients_are_reaped() {
     .await;
     let (gone, gone_next, _) =
         bosh_retry::login(edge.addr, "bob", "bob-secret", "gone", create).await;
+    // This one closes its connections (a tab closed) while a request is
+    // held; its long `wait` would keep it for 13 s if only the clock counted.
+    let dropped = bosh_user(
+        edge.addr,
+        edge.addr,
+        "bob",
+        "dropped",
+        "wait='10' hold='1'",
+        RetryOptions::default(),
+        &mut rng,
+    )
+    .await;
+    let dropped_sid = dropped.sid.clone();
+    let silent_sid = alice.sid.clone();
     let c = ws::connect_with(silent_ws.addr, "/xmpp-websocket", Some("xmpp"), None, None)
         .await
         .expect("handshake");
@@ -755,7 +769,7 @@ async fn bosh_66_ws_34_half_open_and_vanished_clients_are_reaped() {
         .expect("handshake");
     let (closer, _) = ws::login_on(c, "carol", "carol-secret", "halfclose").await;
     let (bystander, _) = ws::login(edge.addr, "bob", "bob-secret", "bystander").await;
-    assert_eq!(edge.state.sessions.len(), 5);
+    assert_eq!(edge.state.sessions.len(), 6);
     // The bystander keeps reading (so its Pings are answered) until told,
     // then checks it is still served.
     let (done_tx, mut done_rx) = tokio::sync::oneshot::channel::<()>();
@@ -792,22 +806,55 @@ async fn bosh_66_ws_34_half_open_and_vanished_clients_are_reaped() {
     tokio::io::AsyncWriteExt::shutdown(&mut closer_io)
         .await
         .expect("shutdown");
+    drop(dropped);
     let t0 = Instant::now();
-    let half_closed = eventually(
-        Duration::from_secs(3),
-        "half-closed WebSocket reaped",
-        || edge.state.sessions.len() == 4,
-    )
-    .await;
-    let ws_reaped = eventually(Duration::from_secs(8), "silent WebSocket reaped", || {
-        edge.state.sessions.ws_count() == 1
+    // When each one was gone, from the moment it went quiet.
+    let (mut half_closed, mut ws_reaped, mut dropped_reaped, mut bosh_reaped) =
+        (None, None, None, None);
+    while bosh_reaped.is_none() || dropped_reaped.is_none() || ws_reaped.is_none() {
+        let t = t0.elapsed();
+        assert!(t < Duration::from_secs(12), "not all reaped within 12 s");
+        let table = &edge.state.sessions;
+        if half_closed.is_none() && table.ws_count() <= 2 {
+            half_closed = Some(t);
+        }
+        if ws_reaped.is_none() && table.ws_count() == 1 {
+            ws_reaped = Some(t);
+        }
+        if dropped_reaped.is_none() && table.get(&dropped_sid).is_none() {
+            dropped_reaped = Some(t);
+        }
+        if bosh_reaped.is_none() && table.get(&silent_sid).is_none() {
+            bosh_reaped = Some(t);
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let (half_closed, ws_reaped, dropped_reaped, bosh_reaped) = (
+        half_closed.unwrap_or_default(),
+        ws_reaped.unwrap_or_default(),
+        dropped_reaped.unwrap_or_default(),
+        bosh_reaped.unwrap_or_default(),
+    );
+    // WS-27: a client's FIN ends the session at once.
+    assert!(half_closed < Duration::from_secs(1), "{half_closed:?}");
+    // WS-34: ping after 1 s of silence, closed 3 s after the last sign of life.
+    assert!(ws_reaped < Duration::from_secs(7), "{ws_reaped:?}");
+    // BOSH-66: a client whose connection closed under its held request has
+    // `inactivity` (3 s) to come back, not `wait` + `inactivity`.
+    assert!(
+        dropped_reaped > Duration::from_millis(2500)
+            && dropped_reaped < Duration::from_millis(4500),
+        "{dropped_reaped:?}"
+    );
+    // Half-open: the held request is answered into the void at `wait` (2 s),
+    // then `inactivity` (3 s) runs.
+    assert!(
+        bosh_reaped > Duration::from_millis(2900) && bosh_reaped < Duration::from_secs(7),
+        "{bosh_reaped:?}"
+    );
+    eventually(Duration::from_secs(2), "every BOSH session reaped", || {
+        edge.state.sessions.bosh_count() == 0
     })
-    .await;
-    let bosh_reaped = eventually(
-        Duration::from_secs(12),
-        "silent BOSH sessions reaped",
-        || edge.state.sessions.bosh_count() == 0,
-    )
     .await;
     // The bystander is still served.
     let _ = done_tx.send(());
@@ -819,9 +866,9 @@ async fn bosh_66_ws_34_half_open_and_vanished_clients_are_reaped() {
         &["reason=\"inactivity\""],
     );
     eprintln!(
-        "seed {seed}: half-closed WebSocket reaped after {half_closed:?}, silent WebSocket after \
-         {ws_reaped:?}, silent and vanished BOSH after {bosh_reaped:?} (since {:?} ago)",
-        t0.elapsed()
+        "seed {seed}: reaped after: half-closed WebSocket {half_closed:?}, silent WebSocket \
+         {ws_reaped:?}, BOSH client gone with its request held {dropped_reaped:?}, half-open \
+         BOSH {bosh_reaped:?}"
     );
     assert_eq!(
         sum(
@@ -829,7 +876,7 @@ async fn bosh_66_ws_34_half_open_and_vanished_clients_are_reaped() {
             "xmpp_edge_sessions_closed_total",
             &["transport=\"bosh\"", "reason=\"inactivity\""]
         ),
-        2.0,
+        3.0,
         "{metrics}"
     );
     assert_eq!(
@@ -841,7 +888,7 @@ async fn bosh_66_ws_34_half_open_and_vanished_clients_are_reaped() {
         1.0,
         "{metrics}"
     );
-    assert!(inactivity >= 3.0);
+    assert!(inactivity >= 4.0);
     // BOSH-66: a later request for a reaped session finds nothing.
     let r = gone.request(gone_next, "", "").await;
     assert_eq!(

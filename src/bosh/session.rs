@@ -399,9 +399,13 @@ impl BoshSession {
         if self.ended.is_some() {
             return None;
         }
-        match self.held.iter().map(|h| h.deadline).min() {
-            Some(deadline) => Some(deadline),
-            None => self.idle_deadline,
+        let held = self.held.iter().map(|h| h.deadline).min();
+        let idle = self
+            .idle_deadline
+            .filter(|_| self.held.iter().all(|h| h.orphaned));
+        match (held, idle) {
+            (Some(h), Some(i)) => Some(h.min(i)),
+            (h, i) => h.or(i),
         }
     }
 
@@ -508,9 +512,17 @@ impl BoshSession {
     }
 
     /// The HTTP request `req_id` went away before it was answered.
-    pub fn handle_request_gone(&mut self, req_id: ReqId) {
+    pub fn handle_request_gone(&mut self, now: Instant, req_id: ReqId) {
         if let Some(held) = self.held.iter_mut().find(|h| h.req_id == req_id) {
             held.orphaned = true;
+            if self.ended.is_none()
+                && self.idle_deadline.is_none()
+                && self.held.iter().all(|h| h.orphaned)
+            {
+                // BOSH-66: no client waits on what is held any more; it has
+                // `inactivity` to come back, not `wait` + `inactivity`.
+                self.idle_deadline = Some(now + secs(self.neg.inactivity));
+            }
         } else if let Some(at) = self.reorder.iter().position(|p| p.req_id == req_id) {
             // Its payload was never forwarded; the client will send the rid again.
             self.reorder.remove(at);
@@ -568,7 +580,8 @@ impl BoshSession {
             return;
         }
         self.expire_held(now);
-        if self.held.is_empty() && self.idle_deadline.is_some_and(|d| d <= now) {
+        let nobody_waits = self.held.iter().all(|h| h.orphaned);
+        if nobody_waits && self.idle_deadline.is_some_and(|d| d <= now) {
             // BOSH-66: the client is gone; a pending terminal body dies with it.
             tracing::debug!(sid = %self.sid, "inactivity timeout");
             for parked in std::mem::take(&mut self.reorder) {
@@ -647,6 +660,8 @@ impl BoshSession {
             let older = (!held.orphaned).then_some(held.req_id);
             held.req_id = req_id;
             held.orphaned = false;
+            // Someone waits again: inactivity stops (BOSH-66).
+            self.idle_deadline = None;
             Some(older)
         } else if let Some(parked) = self.reorder.iter_mut().find(|p| p.rid == rid) {
             Some(Some(std::mem::replace(&mut parked.req_id, req_id)))
@@ -914,7 +929,12 @@ impl BoshSession {
         });
         self.last_answered = self.last_answered.max(held.rid);
         if self.held.is_empty() {
-            self.idle_deadline = Some(now + secs(self.neg.inactivity));
+            let fresh = now + secs(self.neg.inactivity);
+            // A request nobody waited on does not push the deadline back.
+            self.idle_deadline = Some(match self.idle_deadline {
+                Some(earlier) if !carry => earlier.min(fresh),
+                _ => fresh,
+            });
         }
     }
 

@@ -198,10 +198,14 @@ impl BoshShared {
 
     /// The HTTP request `req_id` went away unanswered.
     pub fn gone(&self, req_id: ReqId) {
-        let mut inner = self.inner.lock();
-        inner.waiters.retain(|(id, _)| *id != req_id);
-        inner.core.handle_request_gone(req_id);
-        inner.dispatch(None);
+        {
+            let mut inner = self.inner.lock();
+            inner.waiters.retain(|(id, _)| *id != req_id);
+            inner.core.handle_request_gone(crate::clock::now(), req_id);
+            inner.dispatch(None);
+        }
+        // The inactivity deadline may have moved closer.
+        self.wake.notify_one();
     }
 
     /// Ends the session with `system-shutdown` (graceful shutdown).
