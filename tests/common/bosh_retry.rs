@@ -3,7 +3,7 @@
 //! whose response is cut, reset or late is sent again with the same rid and
 //! the same bytes (possibly after later rids already went out); responses
 //! are processed in rid order. Optional misbehaviour for fault tests:
-//! duplicate sends, and acknowledgements that lag (BOSH-64 `report`).
+//! duplicate sends, and acknowledgements that lag (XEP-0124 §9.2 `report`).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
@@ -66,7 +66,7 @@ pub struct RetryStats {
     pub resends: AtomicU64,
     /// Extra copies sent on purpose.
     pub duplicates: AtomicU64,
-    /// Recoverable `type='error'` answers (BOSH-55).
+    /// Recoverable `type='error'` answers (XEP-0124 §14.3).
     pub recoverable_errors: AtomicU64,
     /// Requests with a lagging `ack`.
     pub lagging_acks: AtomicU64,
@@ -268,7 +268,7 @@ impl Engine {
         // A duplicate is sent at once on another connection. The request
         // counts as done only when the copy was answered too, so the client
         // never acknowledges a rid whose copy is still on the wire (a copy
-        // arriving after that is refused with item-not-found, BOSH-63).
+        // arriving after that is refused with item-not-found, XEP-0124 §9.2).
         let mut copy = None;
         if rng.chance(self.options.duplicate_chance) {
             self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
@@ -293,7 +293,7 @@ impl Engine {
         for _ in 0..200 {
             match try_post(self.via, body, self.options.attempt_timeout).await {
                 Ok(r) if attr(&r.body, "type").as_deref() == Some("error") => {
-                    // BOSH-84: recoverable; send it again unchanged.
+                    // XEP-0124 §17.3: recoverable; send it again unchanged.
                     self.stats
                         .recoverable_errors
                         .fetch_add(1, Ordering::Relaxed);
@@ -423,7 +423,7 @@ async fn engine(
                     // in a later request (the request was overtaken on the
                     // wire) is stale: the server rightly forgot it.
                     if let Some(report) = report.filter(|r| *r > last_ack) {
-                        // BOSH-64: fetch the reported rid again; it must be the same bytes.
+                        // XEP-0124 §9.2: fetch the reported rid again; it must be the same bytes.
                         e.stats.report_checks.fetch_add(1, Ordering::Relaxed);
                         let Some(original) = seen.get(&report).cloned() else {
                             return fail(format!("report of rid {report}, which was never processed"), &trace);
@@ -439,7 +439,7 @@ async fn engine(
                         }
                     }
                     if pretend_missing.is_some_and(|(_, asked)| asked <= rid) {
-                        // BOSH-64 is a MAY: no report came; stop pretending.
+                        // Reporting is optional: no report came; stop pretending.
                         pretend_missing = None;
                     }
                     for child in children(&body) {
