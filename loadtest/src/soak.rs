@@ -257,7 +257,9 @@ async fn live_sessions(addr: SocketAddr) -> Option<f64> {
             text.lines()
                 .filter(|l| l.starts_with("xmpp_edge_sessions{"))
                 .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-                .sum(),
+                // An empty f64 sum is -0.0.
+                .sum::<f64>()
+                + 0.0,
         )
     };
     tokio::time::timeout(Duration::from_secs(5), fetch)
