@@ -366,6 +366,9 @@ struct Entry {
 #[derive(Debug, Default)]
 pub struct SessionTable {
     entries: DashMap<Sid, Entry>,
+    /// Ended BOSH sessions that still answer repeated rids from their
+    /// response cache for a little while ([`BoshShared::lingers`]).
+    retired: DashMap<Sid, Arc<BoshShared>>,
     bosh: AtomicUsize,
     websockets: AtomicUsize,
 }
@@ -435,6 +438,28 @@ impl SessionTable {
     /// Whether no session is live.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+
+    /// Keeps an ended BOSH session reachable for repeated rids until
+    /// [`Self::forget_retired`].
+    pub fn retire(&self, sid: Sid, bosh: Arc<BoshShared>) {
+        self.retired.insert(sid, bosh);
+    }
+
+    /// Drops a retired session.
+    pub fn forget_retired(&self, sid: Sid) {
+        self.retired.remove(&sid);
+    }
+
+    /// A retired BOSH session by the sid a client sent.
+    pub fn retired_bosh(&self, sid: &str) -> Option<Arc<BoshShared>> {
+        let sid = Sid::parse(sid)?;
+        self.retired.get(&sid).map(|e| Arc::clone(e.value()))
+    }
+
+    /// Number of retired BOSH sessions still reachable.
+    pub fn retired_count(&self) -> usize {
+        self.retired.len()
     }
 
     /// Every live BOSH session (for shutdown).

@@ -33,8 +33,10 @@ pub async fn drain(state: &AppState, cut_short: impl Future<Output = ()>) {
     for session in state.sessions.bosh_sessions() {
         session.shutdown(now);
     }
+    // Ended BOSH sessions linger briefly so that a client whose last
+    // response was cut can fetch it again before the process goes.
     let all_gone = async {
-        while !state.sessions.is_empty() {
+        while !state.sessions.is_empty() || state.sessions.retired_count() > 0 {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     };

@@ -9,6 +9,7 @@ mod delay;
 mod http;
 mod modes;
 mod procstat;
+mod soak;
 mod stats;
 mod xmpp;
 
@@ -167,6 +168,9 @@ enum Mode {
         #[arg(long, default_value_t = 120)]
         timeout_secs: u64,
     },
+    /// A long mixed BOSH/WebSocket run with session churn, watching the
+    /// target's memory, fds and threads for growth (see soak.rs).
+    Soak(soak::SoakArgs),
     /// Forward TCP from `listen` to `target`, adding a one-way delay in each
     /// direction (a simulated network round trip); runs until stopped.
     DelayProxy {
@@ -226,6 +230,7 @@ async fn main() {
             let run = modes::churn(&common, rate, Duration::from_secs(secs), max_in_flight);
             bounded(session.timeout_secs, run).await
         }
+        Mode::Soak(args) => soak::run(args).await,
         Mode::DelayProxy {
             listen,
             target,

@@ -38,6 +38,18 @@ pub fn read(pid: u32) -> Option<ProcStat> {
     })
 }
 
+/// Threads of `pid` (the tokio workers and blocking pool), from /proc.
+pub fn threads(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find(|l| l.starts_with("Threads:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
 /// Kernel clock ticks per second (USER_HZ), 100 on every Linux we run on.
 fn clock_ticks() -> f64 {
     100.0
@@ -61,5 +73,6 @@ mod tests {
         let me = super::read(std::process::id()).unwrap();
         assert!(me.rss_kib > 100);
         assert!(me.fds >= 3);
+        assert!(super::threads(std::process::id()).unwrap() >= 1);
     }
 }

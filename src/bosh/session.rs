@@ -227,6 +227,10 @@ pub struct BoshSession {
     responses: VecDeque<Response>,
     actions: VecDeque<UpstreamAction>,
     ended: Option<EndReason>,
+    /// Ended by xmpp-edge or the server (not the client): the response
+    /// cache outlives the session for a while, so a client whose last
+    /// responses were cut can still fetch them again (see [`Self::lingers`]).
+    linger: bool,
     stats: SessionStats,
 }
 
@@ -302,6 +306,7 @@ impl BoshSession {
             responses: VecDeque::new(),
             actions: VecDeque::new(),
             ended: None,
+            linger: false,
             stats: SessionStats {
                 requests: 1,
                 ..SessionStats::default()
@@ -337,6 +342,17 @@ impl BoshSession {
     /// Why the session ended, once it has.
     pub fn ended(&self) -> Option<EndReason> {
         self.ended
+    }
+
+    /// Whether the session has ended but still answers repeated rids from
+    /// its response cache: after an end the client did not ask for
+    /// (upstream failure or close, shutdown, kick), the responses just
+    /// before the terminal one may have been lost on the wire, and a client
+    /// that sends their rid again must get them, not `item-not-found`
+    /// (BOSH-54 over BOSH-79's "then forget the session"). New rids get
+    /// `item-not-found`. The caller decides how long this lasts.
+    pub fn lingers(&self) -> bool {
+        self.ended.is_some() && self.linger
     }
 
     /// Counters.
@@ -383,9 +399,13 @@ impl BoshSession {
         if self.ended.is_some() {
             return None;
         }
-        match self.held.iter().map(|h| h.deadline).min() {
-            Some(deadline) => Some(deadline),
-            None => self.idle_deadline,
+        let held = self.held.iter().map(|h| h.deadline).min();
+        let idle = self
+            .idle_deadline
+            .filter(|_| self.held.iter().all(|h| h.orphaned));
+        match (held, idle) {
+            (Some(h), Some(i)) => Some(h.min(i)),
+            (h, i) => h.or(i),
         }
     }
 
@@ -395,6 +415,9 @@ impl BoshSession {
     pub fn handle_request(&mut self, now: Instant, req_id: ReqId, request: BoshRequest) {
         self.stats.requests += 1;
         if self.ended.is_some() {
+            if self.linger && self.answer_from_cache(req_id, request.rid) {
+                return;
+            }
             let status = self.status_for(Condition::ItemNotFound);
             let body = crate::bosh::response::terminate_without_session(Condition::ItemNotFound);
             self.responses.push_back(Response {
@@ -402,6 +425,14 @@ impl BoshSession {
                 status,
                 body,
             });
+            return;
+        }
+        if self.pending_terminal.is_some()
+            && request.rid <= self.last_rid
+            && self.answer_from_cache(req_id, request.rid)
+        {
+            // A repeat of a response that may carry the last stanzas: the
+            // terminal body waits for a new rid, never takes its place.
             return;
         }
         if let Some(pending) = self.pending_terminal.take() {
@@ -419,6 +450,9 @@ impl BoshSession {
                 self.answer_oldest(now);
                 self.pending_terminal = Some(pending);
                 return;
+            }
+            if self.linger {
+                self.cache_response(request.rid, pending.status, pending.body.clone(), now);
             }
             self.responses.push_back(Response {
                 req_id,
@@ -478,9 +512,17 @@ impl BoshSession {
     }
 
     /// The HTTP request `req_id` went away before it was answered.
-    pub fn handle_request_gone(&mut self, req_id: ReqId) {
+    pub fn handle_request_gone(&mut self, now: Instant, req_id: ReqId) {
         if let Some(held) = self.held.iter_mut().find(|h| h.req_id == req_id) {
             held.orphaned = true;
+            if self.ended.is_none()
+                && self.idle_deadline.is_none()
+                && self.held.iter().all(|h| h.orphaned)
+            {
+                // BOSH-66: no client waits on what is held any more; it has
+                // `inactivity` to come back, not `wait` + `inactivity`.
+                self.idle_deadline = Some(now + secs(self.neg.inactivity));
+            }
         } else if let Some(at) = self.reorder.iter().position(|p| p.req_id == req_id) {
             // Its payload was never forwarded; the client will send the rid again.
             self.reorder.remove(at);
@@ -538,7 +580,8 @@ impl BoshSession {
             return;
         }
         self.expire_held(now);
-        if self.held.is_empty() && self.idle_deadline.is_some_and(|d| d <= now) {
+        let nobody_waits = self.held.iter().all(|h| h.orphaned);
+        if nobody_waits && self.idle_deadline.is_some_and(|d| d <= now) {
             // BOSH-66: the client is gone; a pending terminal body dies with it.
             tracing::debug!(sid = %self.sid, "inactivity timeout");
             for parked in std::mem::take(&mut self.reorder) {
@@ -555,6 +598,8 @@ impl BoshSession {
                 .pending_terminal
                 .take()
                 .map_or(EndReason::Inactivity, |p| p.reason);
+            // Nobody is left to ask for anything again.
+            self.linger = false;
             // BOSH-104: no closing tag, so the server may keep the session resumable.
             self.finish_upstream(UpstreamAction::Abort);
             self.finish(reason);
@@ -618,6 +663,8 @@ impl BoshSession {
             let older = (!held.orphaned).then_some(held.req_id);
             held.req_id = req_id;
             held.orphaned = false;
+            // Someone waits again: inactivity stops (BOSH-66).
+            self.idle_deadline = None;
             Some(older)
         } else if let Some(parked) = self.reorder.iter_mut().find(|p| p.rid == rid) {
             Some(Some(std::mem::replace(&mut parked.req_id, req_id)))
@@ -662,6 +709,21 @@ impl BoshSession {
                 }
             },
         }
+    }
+
+    /// Answers `req_id` with the cached response for `rid`, if there is one (BOSH-54).
+    fn answer_from_cache(&mut self, req_id: ReqId, rid: u64) -> bool {
+        let Some(cached) = self.cache.iter().find(|c| c.rid == rid) else {
+            return false;
+        };
+        let response = Response {
+            req_id,
+            status: cached.status,
+            body: cached.body.clone(),
+        };
+        self.stats.retransmissions += 1;
+        self.responses.push_back(response);
+        true
     }
 
     /// BOSH-70..72: returns the condition to end the session with, if any.
@@ -870,7 +932,12 @@ impl BoshSession {
         });
         self.last_answered = self.last_answered.max(held.rid);
         if self.held.is_empty() {
-            self.idle_deadline = Some(now + secs(self.neg.inactivity));
+            let fresh = now + secs(self.neg.inactivity);
+            // A request nobody waited on does not push the deadline back.
+            self.idle_deadline = Some(match self.idle_deadline {
+                Some(earlier) if !carry => earlier.min(fresh),
+                _ => fresh,
+            });
         }
     }
 
@@ -955,6 +1022,8 @@ impl BoshSession {
         } else {
             self.finish_upstream(UpstreamAction::Close);
         }
+        self.linger = cause == Cause::Upstream;
+        let held_rids: Vec<(ReqId, u64)> = self.held.iter().map(|h| (h.req_id, h.rid)).collect();
         // The first live request carries the body; one whose connection is
         // gone would lose it (and the server's <stream:error> with it).
         let (gone, live): (Vec<Held>, Vec<Held>) = self.held.drain(..).partition(|h| h.orphaned);
@@ -1039,6 +1108,12 @@ impl BoshSession {
                     body: other_body.clone(),
                 }
             };
+            if self.linger
+                && let Some(&(_, rid)) = held_rids.iter().find(|(id, _)| *id == target)
+            {
+                // Asked for again while the session lingers: the same answer.
+                self.cache_response(rid, response.status, response.body.clone(), now);
+            }
             self.responses.push_back(response);
         }
         self.finish(reason);
@@ -1050,7 +1125,9 @@ impl BoshSession {
         self.ended = Some(reason);
         self.held.clear();
         self.reorder.clear();
-        self.cache.clear();
+        if !self.linger {
+            self.cache.clear();
+        }
         self.outbox.clear();
         self.outbox_bytes = 0;
         self.idle_deadline = None;

@@ -256,7 +256,17 @@ async fn answer(
                 let submitted = session.submit(clock::now(), request);
                 wait_reply(&session, submitted, reply_timeout(runtime)).await
             }
-            None => terminal(Condition::ItemNotFound),
+            None => match state.sessions.retired_bosh(sid) {
+                // Ended, but a repeated rid still gets its cached response.
+                Some(session) => match session.submit(clock::now(), request) {
+                    Submitted::Ready(reply) => reply,
+                    Submitted::Waiting(req_id, _) => {
+                        session.gone(req_id);
+                        terminal(Condition::ItemNotFound)
+                    }
+                },
+                None => terminal(Condition::ItemNotFound),
+            },
         },
     };
     reply_response(state, runtime, reply, cors)
@@ -363,7 +373,7 @@ async fn create(
         client,
         target,
     };
-    let relay = BoshRelay::new(Arc::clone(&session), route);
+    let relay = BoshRelay::new(Arc::clone(&session), route, Arc::clone(&state.sessions));
     let context = SessionContext {
         info,
         table: Arc::clone(&state.sessions),

@@ -18,7 +18,7 @@ use tokio::sync::{Notify, oneshot};
 use crate::bosh::{BoshRequest, BoshSession, Condition, EndReason, ReqId};
 use crate::metrics::{CloseReason, Traffic};
 use crate::relay::driver::{ClientSide, RouteRequest, SideReport};
-use crate::sessions::Sid;
+use crate::sessions::{SessionTable, Sid};
 use crate::upstream::{UpstreamAction, UpstreamEvent};
 
 /// The HTTP answer to one request.
@@ -198,10 +198,14 @@ impl BoshShared {
 
     /// The HTTP request `req_id` went away unanswered.
     pub fn gone(&self, req_id: ReqId) {
-        let mut inner = self.inner.lock();
-        inner.waiters.retain(|(id, _)| *id != req_id);
-        inner.core.handle_request_gone(req_id);
-        inner.dispatch(None);
+        {
+            let mut inner = self.inner.lock();
+            inner.waiters.retain(|(id, _)| *id != req_id);
+            inner.core.handle_request_gone(crate::clock::now(), req_id);
+            inner.dispatch(None);
+        }
+        // The inactivity deadline may have moved closer.
+        self.wake.notify_one();
     }
 
     /// Ends the session with `system-shutdown` (graceful shutdown).
@@ -238,6 +242,11 @@ impl BoshShared {
     pub fn ended(&self) -> Option<EndReason> {
         self.inner.lock().core.ended()
     }
+
+    /// Whether the ended session still answers repeated rids ([`BoshSession::lingers`]).
+    pub fn lingers(&self) -> bool {
+        self.inner.lock().core.lingers()
+    }
 }
 
 /// A session's end as a metric label.
@@ -262,19 +271,26 @@ pub fn close_reason(reason: Option<EndReason>) -> CloseReason {
     CloseReason { reason, condition }
 }
 
+/// How long an ended session keeps answering repeated rids from its cache
+/// (see [`BoshSession::lingers`]): a client that lost a response on a cut
+/// connection sends the rid again at once.
+pub const LINGER: Duration = Duration::from_secs(5);
+
 /// The BOSH side of the relay loop.
 #[derive(Debug)]
 pub struct BoshRelay {
     shared: Arc<BoshShared>,
     route: Option<RouteRequest>,
+    table: Arc<SessionTable>,
 }
 
 impl BoshRelay {
-    /// Drives `shared` on `route`.
-    pub fn new(shared: Arc<BoshShared>, route: RouteRequest) -> Self {
+    /// Drives `shared` on `route`; `table` keeps it reachable for a while after it ends.
+    pub fn new(shared: Arc<BoshShared>, route: RouteRequest, table: Arc<SessionTable>) -> Self {
         Self {
             shared,
             route: Some(route),
+            table,
         }
     }
 }
@@ -361,5 +377,14 @@ impl ClientSide for BoshRelay {
         let reason = self.shared.ended();
         tracing::info!(?reason, "session ended");
         self.shared.set_congested(false);
+        if self.shared.lingers() {
+            let sid = self.shared.sid();
+            self.table.retire(sid, Arc::clone(&self.shared));
+            let table = Arc::clone(&self.table);
+            tokio::spawn(async move {
+                tokio::time::sleep(LINGER).await;
+                table.forget_retired(sid);
+            });
+        }
     }
 }

@@ -3,9 +3,11 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod bosh;
+pub mod bosh_retry;
 pub mod dns;
 pub mod edge;
 pub mod ejabberd;
+pub mod faults;
 pub mod https;
 
 pub mod process;

@@ -85,7 +85,7 @@ impl Harness {
     }
 
     pub(super) fn gone(&mut self, req_id: ReqId) {
-        self.session.handle_request_gone(req_id);
+        self.session.handle_request_gone(self.now, req_id);
         self.drain();
     }
 

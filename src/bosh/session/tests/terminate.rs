@@ -203,3 +203,71 @@ fn shutdown_keeps_a_pending_stream_error() {
         h.body(next)
     );
 }
+
+/// Issue 9 (faults): the last stanzas go out on a normal response and the
+/// terminal body waits for the next request (BOSH-79). If that normal
+/// response is lost on the wire, the client sends its rid again: it must
+/// get the cached copy (BOSH-54), not the terminal body in its place.
+#[test]
+fn bosh_54_79_a_repeat_is_not_swallowed_by_the_pending_terminal() {
+    let mut h = Harness::established();
+    let n = h.send(RID + 1, "");
+    h.upstream_xml(&msg(1));
+    let data = h.body(n);
+    assert!(data.contains(">1</body>"), "{data}");
+    h.event(UpstreamEvent::Failed(UpstreamFailure::Lost("reset".into())));
+    // The response to RID + 1 was cut; the client asks again.
+    let again = h.send(RID + 1, "");
+    assert_eq!(h.body(again), data, "the cached response, stanza included");
+    assert!(h.session.ended().is_none(), "the terminal body still waits");
+    let next = h.send(RID + 2, "");
+    assert_eq!(
+        condition_of(&h.body(next)),
+        Some("remote-connection-failed")
+    );
+}
+
+/// Issue 9 (faults): after an end the client did not ask for, repeats of
+/// the last answered rids (the terminal one included) are still served
+/// from the cache; new rids get item-not-found. A client-ended or
+/// inactive session keeps nothing (BOSH-77, BOSH-66).
+#[test]
+fn bosh_54_79_an_ended_session_lingers_for_repeats_only_when_the_client_did_not_end_it() {
+    let mut h = Harness::established();
+    let n = h.send(RID + 1, "");
+    h.upstream_xml(&msg(1));
+    let data = h.body(n);
+    h.session.handle_shutdown(h.now);
+    let last = h.send(RID + 2, "");
+    let terminal = h.body(last);
+    assert_eq!(condition_of(&terminal), Some("system-shutdown"));
+    assert!(h.session.lingers());
+    let again = h.send(RID + 1, "");
+    assert_eq!(h.body(again), data);
+    let terminal_again = h.send(RID + 2, "");
+    assert_eq!(h.body(terminal_again), terminal);
+    let new = h.send(RID + 3, "");
+    assert_eq!(condition_of(&h.body(new)), Some("item-not-found"));
+    assert_eq!(h.session.stats().retransmissions, 2);
+
+    let mut client_ended = Harness::established();
+    client_ended.send(RID + 1, "");
+    client_ended.send_raw(RID + 2, "type='terminate'", "");
+    assert!(!client_ended.session.lingers());
+
+    let mut idle = Harness::established();
+    let n = idle.send(RID + 1, "");
+    idle.advance_secs(30);
+    assert!(idle.answered(n));
+    idle.event(UpstreamEvent::Failed(UpstreamFailure::Lost("reset".into())));
+    idle.advance_secs(61);
+    assert_eq!(
+        idle.session.ended(),
+        Some(EndReason::Condition(
+            crate::bosh::Condition::RemoteConnectionFailed
+        ))
+    );
+    assert!(!idle.session.lingers(), "inactivity: nobody to answer");
+    let late = idle.send(RID + 1, "");
+    assert_eq!(condition_of(&idle.body(late)), Some("item-not-found"));
+}

@@ -179,3 +179,28 @@ fn bosh_74_enforcement_can_be_turned_off() {
     assert!(h.session.ended().is_none());
     assert!(!h.answered(second));
 }
+
+/// Issue 9 (faults): a client that vanishes while a request is held (its
+/// connection closes) is reaped `inactivity` after that, not `wait` +
+/// `inactivity` later; coming back in time keeps the session.
+#[test]
+fn bosh_66_a_client_gone_with_its_held_request_is_reaped_after_inactivity() {
+    // wait=30, inactivity=60.
+    let mut h = Harness::established();
+    let n = h.send(RID + 1, "");
+    h.gone(n);
+    h.advance_secs(59);
+    assert!(h.session.ended().is_none());
+    h.advance_secs(2);
+    assert_eq!(h.session.ended(), Some(EndReason::Inactivity));
+
+    let mut back = Harness::established();
+    let n = back.send(RID + 1, "");
+    back.gone(n);
+    back.advance_secs(20);
+    // The same rid again on a new connection: held again, nobody is idle.
+    let again = back.send(RID + 1, "");
+    back.advance_secs(50);
+    assert!(back.answered(again), "answered at wait");
+    assert!(back.session.ended().is_none());
+}
