@@ -274,6 +274,14 @@ impl Splitter {
                             "XML declaration inside the stream",
                         ));
                     }
+                    // Bounded and checked like the header it precedes, so
+                    // a cut and a whole read agree.
+                    if end > self.limits.max_element_bytes {
+                        return Err(SplitError::TooLarge(self.limits.max_element_bytes));
+                    }
+                    if !is_xml_bytes(&buf[start..end]) {
+                        return Err(SplitError::NotWellFormed("character not allowed in XML"));
+                    }
                 }
                 Event::Comment(_) => return Err(SplitError::RestrictedXml("comment")),
                 Event::PI(_) => return Err(SplitError::RestrictedXml("processing instruction")),

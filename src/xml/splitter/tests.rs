@@ -537,3 +537,21 @@ fn reference_cut_by_a_read_waits_for_its_end() {
     );
     assert_eq!(parts, whole);
 }
+
+/// Found by the `splitter` fuzz target: an XML declaration without its
+/// `?>` swallowed the stream header up to a later `?>` and was accepted
+/// whole, while cut it hit the size bound.
+#[test]
+fn oversize_declaration_is_refused_even_when_it_arrives_whole() {
+    let limits = SplitterLimits {
+        max_element_bytes: 64,
+        max_depth: 8,
+    };
+    let input = format!("<?xml version='1.0'>{HEADER}<x a='?>'");
+    let mut splitter = Splitter::new(limits);
+    let mut buf = BytesMut::from(input.as_bytes());
+    assert_eq!(
+        splitter.feed(&mut buf).unwrap_err(),
+        SplitError::TooLarge(64)
+    );
+}
