@@ -169,6 +169,10 @@ struct Cached {
     sent_at: Instant,
 }
 
+/// How long a session ended by an operator or a reload waits for the
+/// client's next request to carry its terminal body.
+const OPERATOR_END_GRACE_SECS: u64 = 2;
+
 /// A terminal body kept for the next request when none was held (BOSH-79).
 #[derive(Debug)]
 struct PendingTerminal {
@@ -639,6 +643,12 @@ impl BoshSession {
         self.flush_outbox(now);
         self.finish_upstream(UpstreamAction::Close);
         self.terminate(now, Some(condition), None, Cause::Upstream);
+        if self.pending_terminal.is_some() {
+            // Nothing live was held: the terminal body waits for the next
+            // request, but an ended session must not stay listed for a whole
+            // `inactivity`; a client that is still there polls within this.
+            self.idle_deadline = Some(now + Duration::from_secs(OPERATOR_END_GRACE_SECS));
+        }
     }
 
     // --- request processing ---

@@ -271,3 +271,18 @@ fn bosh_54_79_an_ended_session_lingers_for_repeats_only_when_the_client_did_not_
     let late = idle.send(RID + 1, "");
     assert_eq!(condition_of(&idle.body(late)), Some("item-not-found"));
 }
+
+/// A kicked session whose held request has gone away keeps its terminal
+/// body for the client's next request, but only briefly: it must not stay
+/// listed (and counted) for a whole `inactivity`.
+#[test]
+fn kicked_session_with_a_gone_request_ends_promptly() {
+    let mut h = Harness::established();
+    let n = h.send(RID + 1, "");
+    h.gone(n);
+    let now = h.now;
+    h.session.handle_kick(now);
+    assert!(h.session.ended().is_none(), "the terminal body waits");
+    h.advance_secs(3);
+    assert!(h.session.ended().is_some(), "still alive after the grace");
+}
