@@ -142,6 +142,43 @@ pub struct Metrics {
     upstream_connects: IntGaugeVec,
     upstream_failures: IntGaugeVec,
     draining: IntGauge,
+    /// Children of the per-message counters, resolved once: every
+    /// `with_label_values` call hashes its labels and takes a read lock.
+    relay: RelayCounters,
+}
+
+/// Per-message counters by transport, then direction (to client, to upstream).
+#[derive(Debug)]
+struct RelayCounters {
+    stanzas: [[IntCounter; 2]; 2],
+    bytes: [[IntCounter; 2]; 2],
+    websocket_from_client: IntCounter,
+    websocket_to_client: IntCounter,
+    bosh_data: IntCounter,
+    bosh_empty: IntCounter,
+}
+
+impl RelayCounters {
+    fn resolve(
+        stanzas: &IntCounterVec,
+        bytes: &IntCounterVec,
+        ws: &IntCounterVec,
+        bosh: &IntCounterVec,
+    ) -> Self {
+        let by_transport = |vec: &IntCounterVec| {
+            [Transport::Bosh, Transport::WebSocket].map(|t| {
+                ["to_client", "to_upstream"].map(|d| vec.with_label_values(&[t.as_str(), d]))
+            })
+        };
+        Self {
+            stanzas: by_transport(stanzas),
+            bytes: by_transport(bytes),
+            websocket_from_client: ws.with_label_values(&["from_client"]),
+            websocket_to_client: ws.with_label_values(&["to_client"]),
+            bosh_data: bosh.with_label_values(&["data"]),
+            bosh_empty: bosh.with_label_values(&["empty"]),
+        }
+    }
 }
 
 /// A metric could not be registered (a name clash: a programming error).
@@ -210,6 +247,30 @@ impl Metrics {
             &["version"],
         )?;
         build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        let bosh_requests = counter_vec(
+            &r,
+            "xmpp_edge_bosh_requests_total",
+            "BOSH HTTP requests by outcome: data, empty, terminate, or an HTTP error status.",
+            &["outcome"],
+        )?;
+        let stanzas = counter_vec(
+            &r,
+            "xmpp_edge_stanzas_total",
+            "XML elements relayed (stanzas and stream-level elements).",
+            &["transport", "direction"],
+        )?;
+        let bytes = counter_vec(
+            &r,
+            "xmpp_edge_stanza_bytes_total",
+            "Bytes of the elements relayed.",
+            &["transport", "direction"],
+        )?;
+        let websocket_messages = counter_vec(
+            &r,
+            "xmpp_edge_websocket_messages_total",
+            "WebSocket data messages.",
+            &["direction"],
+        )?;
         let metrics = Self {
             scrape: Mutex::new(()),
             sessions_opened: counter_vec(
@@ -226,12 +287,6 @@ impl Metrics {
                  the BOSH condition or stream error sent, if any.",
                 &["transport", "reason", "condition"],
             )?,
-            bosh_requests: counter_vec(
-                &r,
-                "xmpp_edge_bosh_requests_total",
-                "BOSH HTTP requests by outcome: data, empty, terminate, or an HTTP error status.",
-                &["outcome"],
-            )?,
             bosh_retransmissions: counter(
                 &r,
                 "xmpp_edge_bosh_retransmissions_total",
@@ -241,24 +296,6 @@ impl Metrics {
                 &r,
                 "xmpp_edge_bosh_rid_errors_total",
                 "BOSH requests refused because of their rid.",
-            )?,
-            stanzas: counter_vec(
-                &r,
-                "xmpp_edge_stanzas_total",
-                "XML elements relayed (stanzas and stream-level elements).",
-                &["transport", "direction"],
-            )?,
-            bytes: counter_vec(
-                &r,
-                "xmpp_edge_stanza_bytes_total",
-                "Bytes of the elements relayed.",
-                &["transport", "direction"],
-            )?,
-            websocket_messages: counter_vec(
-                &r,
-                "xmpp_edge_websocket_messages_total",
-                "WebSocket data messages.",
-                &["direction"],
             )?,
             slow_client_closes: counter_vec(
                 &r,
@@ -359,6 +396,11 @@ impl Metrics {
                 "xmpp_edge_draining",
                 "1 while shutting down: not ready, no new sessions.",
             )?,
+            relay: RelayCounters::resolve(&stanzas, &bytes, &websocket_messages, &bosh_requests),
+            stanzas,
+            bytes,
+            websocket_messages,
+            bosh_requests,
             registry: r,
         };
         Ok(metrics)
@@ -389,26 +431,38 @@ impl Metrics {
             .inc();
     }
 
+    /// Counts a BOSH request by outcome (`xmpp_edge_bosh_requests_total`).
+    pub fn bosh_request(&self, outcome: &str) {
+        match outcome {
+            "data" => self.relay.bosh_data.inc(),
+            "empty" => self.relay.bosh_empty.inc(),
+            other => self.bosh_requests.with_label_values(&[other]).inc(),
+        }
+    }
+
     /// Adds relayed traffic.
     pub fn relayed(&self, transport: Transport, delta: &Traffic) {
-        let t = transport.as_str();
-        let add = |vec: &IntCounterVec, direction: &str, n: u64| {
+        let t = match transport {
+            Transport::Bosh => 0,
+            Transport::WebSocket => 1,
+        };
+        let add = |counters: &[[IntCounter; 2]; 2], direction: usize, n: u64| {
             if n > 0 {
-                vec.with_label_values(&[t, direction]).inc_by(n);
+                counters[t][direction].inc_by(n);
             }
         };
-        add(&self.stanzas, "to_client", delta.stanzas_to_client);
-        add(&self.stanzas, "to_upstream", delta.stanzas_to_upstream);
-        add(&self.bytes, "to_client", delta.bytes_to_client);
-        add(&self.bytes, "to_upstream", delta.bytes_to_upstream);
+        add(&self.relay.stanzas, 0, delta.stanzas_to_client);
+        add(&self.relay.stanzas, 1, delta.stanzas_to_upstream);
+        add(&self.relay.bytes, 0, delta.bytes_to_client);
+        add(&self.relay.bytes, 1, delta.bytes_to_upstream);
         if delta.messages_from_client > 0 {
-            self.websocket_messages
-                .with_label_values(&["from_client"])
+            self.relay
+                .websocket_from_client
                 .inc_by(delta.messages_from_client);
         }
         if delta.messages_to_client > 0 {
-            self.websocket_messages
-                .with_label_values(&["to_client"])
+            self.relay
+                .websocket_to_client
                 .inc_by(delta.messages_to_client);
         }
         if delta.retransmissions > 0 {

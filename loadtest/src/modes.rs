@@ -310,6 +310,7 @@ pub async fn echo(common: &Common, sessions: usize, messages: usize) -> serde_js
     let after = common.stat();
     let total = exchanged.load(Ordering::Relaxed);
     let cpu = after.cpu_secs - before.cpu_secs;
+    let sys_cpu = after.sys_cpu_secs - before.sys_cpu_secs;
     let failures = failures.lock().clone();
     serde_json::json!({
         "mode": "echo",
@@ -321,6 +322,7 @@ pub async fn echo(common: &Common, sessions: usize, messages: usize) -> serde_js
         "rtt_ms": Summary::of(&mut rtts).to_json(),
         "target_cpu_secs": cpu,
         "target_cpu_per_1000_msgs": if total > 0 { cpu * 1000.0 / total as f64 } else { 0.0 },
+        "target_sys_cpu_per_1000_msgs": if total > 0 { sys_cpu * 1000.0 / total as f64 } else { 0.0 },
         "target_rss_kib": after.rss_kib,
         "login_errors": error_summary(&errors),
         "errors": error_summary(&failures),

@@ -7,6 +7,9 @@ pub struct ProcStat {
     pub rss_kib: u64,
     /// User + system CPU, seconds.
     pub cpu_secs: f64,
+    /// The system (kernel) part of `cpu_secs`: syscalls and, on loopback,
+    /// the network stack's delivery of what the process writes.
+    pub sys_cpu_secs: f64,
     /// Open file descriptors.
     pub fds: u64,
 }
@@ -34,6 +37,7 @@ pub fn read(pid: u32) -> Option<ProcStat> {
     Some(ProcStat {
         rss_kib,
         cpu_secs: (utime + stime) / ticks,
+        sys_cpu_secs: stime / ticks,
         fds,
     })
 }
@@ -62,6 +66,7 @@ pub fn read_all(pids: &[u32]) -> ProcStat {
         .fold(ProcStat::default(), |a, b| ProcStat {
             rss_kib: a.rss_kib + b.rss_kib,
             cpu_secs: a.cpu_secs + b.cpu_secs,
+            sys_cpu_secs: a.sys_cpu_secs + b.sys_cpu_secs,
             fds: a.fds + b.fds,
         })
 }
@@ -73,6 +78,7 @@ mod tests {
         let me = super::read(std::process::id()).unwrap();
         assert!(me.rss_kib > 100);
         assert!(me.fds >= 3);
+        assert!(me.sys_cpu_secs <= me.cpu_secs);
         assert!(super::threads(std::process::id()).unwrap() >= 1);
     }
 }

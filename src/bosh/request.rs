@@ -144,10 +144,19 @@ pub fn parse_request(input: &[u8], limits: ClientXmlLimits) -> Result<BoshReques
     if std::str::from_utf8(input).is_err() {
         return Err(BodyError::NotWellFormed("not UTF-8"));
     }
+    crate::xml::reserialize::with_resolver(input.len(), |resolver| {
+        parse_with(input, limits, resolver)
+    })
+}
+
+fn parse_with(
+    input: &[u8],
+    limits: ClientXmlLimits,
+    resolver: &mut NamespaceResolver,
+) -> Result<BoshRequest, BodyError> {
     let forbidden_chars = !is_xml_bytes(input);
     let mut reader = Reader::from_reader(input);
     reader.config_mut().trim_text(false);
-    let mut resolver = NamespaceResolver::default();
 
     let (body, self_closing) = loop {
         match reader.read_event() {
@@ -172,7 +181,7 @@ pub fn parse_request(input: &[u8], limits: ClientXmlLimits) -> Result<BoshReques
     {
         return Err(BodyError::NotBody);
     }
-    let mut request = read_attributes(&body, &resolver)?;
+    let mut request = read_attributes(&body, resolver)?;
 
     if forbidden_chars {
         // The wrapper parsed, so the session can be told; nothing is forwarded.
@@ -182,7 +191,7 @@ pub fn parse_request(input: &[u8], limits: ClientXmlLimits) -> Result<BoshReques
         return Ok(request);
     }
     if !self_closing {
-        match read_payloads(&mut reader, &mut resolver, limits) {
+        match read_payloads(&mut reader, resolver, limits, input.len()) {
             Ok((payload, count)) => {
                 request.payload = payload;
                 request.payload_count = count;
@@ -213,8 +222,10 @@ fn read_payloads(
     reader: &mut Reader<&[u8]>,
     resolver: &mut NamespaceResolver,
     limits: ClientXmlLimits,
+    input_len: usize,
 ) -> Result<(Bytes, u16), ReadError> {
-    let mut out = Vec::new();
+    // The payloads are about as long as the body: one allocation, no growth.
+    let mut out = Vec::with_capacity(input_len);
     let mut count = 0u16;
     loop {
         let (tag, self_closing) = match reader.read_event() {

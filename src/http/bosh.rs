@@ -504,11 +504,7 @@ fn refused(
 
 /// Counts a request's outcome (`xmpp_edge_bosh_requests_total`).
 fn count_outcome(state: &AppState, outcome: &str) {
-    state
-        .metrics
-        .bosh_requests
-        .with_label_values(&[outcome])
-        .inc();
+    state.metrics.bosh_request(outcome);
 }
 
 fn reply_response(

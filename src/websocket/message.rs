@@ -95,10 +95,21 @@ pub fn parse_message(
     if !is_xml_bytes(text.as_bytes()) {
         return Err(MessageError::NotWellFormed("character not allowed in XML"));
     }
+    crate::xml::reserialize::with_resolver(text.len(), |resolver| {
+        parse_elements(text, limits, multiple, resolver)
+    })
+}
+
+fn parse_elements(
+    text: &str,
+    limits: ClientXmlLimits,
+    multiple: bool,
+    resolver: &mut NamespaceResolver,
+) -> Result<ClientMessage, MessageError> {
     let mut reader = Reader::from_str(text);
     reader.config_mut().trim_text(false);
-    let mut resolver = NamespaceResolver::default();
-    let mut out = Vec::new();
+    // The rewrite is about as long as the input: one allocation, no growth.
+    let mut out = Vec::with_capacity(text.len() + 32);
     let mut first: Option<ClientTop> = None;
     let mut count = 0u16;
     let mut seen_markup = false;
@@ -128,7 +139,7 @@ pub fn parse_message(
                 "more than one element in a message",
             ));
         }
-        if let Some(framing) = framing_element(&mut resolver, &tag)? {
+        if let Some(framing) = framing_element(resolver, &tag)? {
             if count > 0 {
                 return Err(MessageError::NotWellFormed(
                     "framing element mixed with stanzas",
@@ -146,14 +157,7 @@ pub fn parse_message(
             }
             return expect_end(&mut reader).map(|()| framing);
         }
-        let top = rewrite_element(
-            &mut reader,
-            &mut resolver,
-            &tag,
-            self_closing,
-            limits,
-            &mut out,
-        )?;
+        let top = rewrite_element(&mut reader, resolver, &tag, self_closing, limits, &mut out)?;
         first.get_or_insert(top);
         count = count.saturating_add(1);
     }

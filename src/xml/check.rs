@@ -23,6 +23,8 @@ pub enum LexicalError {
     NonXmlCharacter,
     /// `]]>` in character data (XML 1.0 §2.4).
     CdataEndInText,
+    /// The same attribute name twice in one tag (XML 1.0 §3.1, Unique Att Spec).
+    DuplicateAttribute,
 }
 
 impl LexicalError {
@@ -34,7 +36,63 @@ impl LexicalError {
             Self::BadCharacterReference => "bad character reference",
             Self::NonXmlCharacter => "character not allowed in XML",
             Self::CdataEndInText => "']]>' in character data",
+            Self::DuplicateAttribute => "attribute given twice",
         }
+    }
+}
+
+/// Names compared in place before [`UniqueNames`] spills into a set.
+const INLINE_NAMES: usize = 12;
+
+/// The attribute names of one start tag, to refuse a repeated one.
+///
+/// quick-xml's own check allocates a list per tag; stanzas carry a handful
+/// of attributes, so they are compared in place and only a tag with many
+/// spills into a hash set (which keeps a hostile tag linear).
+pub struct UniqueNames<'a> {
+    inline: [&'a str; INLINE_NAMES],
+    len: usize,
+    spill: Option<std::collections::HashSet<&'a str>>,
+}
+
+impl<'a> UniqueNames<'a> {
+    pub fn new() -> Self {
+        Self {
+            inline: [""; INLINE_NAMES],
+            len: 0,
+            spill: None,
+        }
+    }
+
+    /// Records `name`; an error if the tag named it before.
+    pub fn insert(&mut self, name: &'a str) -> Result<(), LexicalError> {
+        let fresh = match &mut self.spill {
+            Some(set) => set.insert(name),
+            None if self.len < INLINE_NAMES => {
+                let fresh = !self.inline[..self.len].contains(&name);
+                self.inline[self.len] = name;
+                self.len += 1;
+                fresh
+            }
+            None => {
+                let mut set: std::collections::HashSet<&'a str> =
+                    self.inline.iter().copied().collect();
+                let fresh = set.insert(name);
+                self.spill = Some(set);
+                fresh
+            }
+        };
+        if fresh {
+            Ok(())
+        } else {
+            Err(LexicalError::DuplicateAttribute)
+        }
+    }
+}
+
+impl Default for UniqueNames<'_> {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
@@ -139,6 +197,24 @@ pub fn check_text(raw: &[u8]) -> Result<(), LexicalError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn repeated_attribute_names_are_found_in_small_and_large_tags() {
+        let mut few = UniqueNames::new();
+        assert_eq!(few.insert("to"), Ok(()));
+        assert_eq!(few.insert("from"), Ok(()));
+        assert_eq!(few.insert("to"), Err(LexicalError::DuplicateAttribute));
+
+        let names: Vec<String> = (0..40).map(|n| format!("a{n}")).collect();
+        let mut many = UniqueNames::new();
+        for name in &names {
+            assert_eq!(many.insert(name), Ok(()), "{name}");
+        }
+        // Both a name from the inline part and one from the spilled part.
+        assert_eq!(many.insert("a3"), Err(LexicalError::DuplicateAttribute));
+        assert_eq!(many.insert("a39"), Err(LexicalError::DuplicateAttribute));
+        assert_eq!(many.insert("b"), Ok(()));
+    }
 
     #[test]
     fn names_follow_the_qname_production() {

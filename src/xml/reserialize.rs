@@ -111,15 +111,14 @@ struct Binding {
 }
 
 impl OutScope {
-    /// The bindings of an upstream stream header we wrote ourselves.
+    /// The bindings of an upstream stream header we wrote ourselves; they
+    /// are implied (see `lookup`), so a stanza without declarations of its
+    /// own allocates nothing here.
     fn stream_root() -> Self {
-        let mut scope = Self {
+        Self {
             arena: String::new(),
             bindings: Vec::new(),
-        };
-        scope.bind(0, "", ns::JABBER_CLIENT);
-        scope.bind(0, "stream", ns::STREAMS);
-        scope
+        }
     }
 
     fn bind(&mut self, depth: u16, prefix: &str, uri: &str) {
@@ -138,11 +137,16 @@ impl OutScope {
     }
 
     fn lookup(&self, prefix: &str) -> Option<&str> {
-        self.bindings.iter().rev().find_map(|b| {
+        let declared = self.bindings.iter().rev().find_map(|b| {
             let (ps, pe) = b.prefix;
             let (us, ue) = b.uri;
             (&self.arena[ps as usize..pe as usize] == prefix)
                 .then(|| &self.arena[us as usize..ue as usize])
+        });
+        declared.or(match prefix {
+            "" => Some(ns::JABBER_CLIENT),
+            "stream" => Some(ns::STREAMS),
+            _ => None,
         })
     }
 
@@ -180,6 +184,29 @@ fn classify_top(ns_uri: &str, local: &str) -> ClientTop {
         ns::STREAMS => ClientTop::Streams,
         _ => ClientTop::Other,
     }
+}
+
+/// Runs `parse` with an input-side namespace resolver in its initial state.
+///
+/// Building a resolver allocates, and every client message needs one, so
+/// each thread keeps one for inputs up to `REUSE_LIMIT` bytes (a larger input
+/// could leave it holding a large buffer) and resets it before each use.
+pub fn with_resolver<R>(input_len: usize, parse: impl FnOnce(&mut NamespaceResolver) -> R) -> R {
+    const REUSE_LIMIT: usize = 16 * 1024;
+    thread_local! {
+        static RESOLVER: std::cell::RefCell<NamespaceResolver> =
+            std::cell::RefCell::new(NamespaceResolver::default());
+    }
+    if input_len > REUSE_LIMIT {
+        return parse(&mut NamespaceResolver::default());
+    }
+    RESOLVER.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut resolver) => {
+            resolver.set_level(0);
+            parse(&mut resolver)
+        }
+        Err(_) => parse(&mut NamespaceResolver::default()),
+    })
 }
 
 /// Re-serialises the element whose start tag `first` was just read from
@@ -321,8 +348,10 @@ fn write_start(
 
     // Prefixed declarations the client made here are kept (QNames in content).
     let mut count = 0u16;
-    for attr in tag.attributes() {
+    let mut names = check::UniqueNames::new();
+    for attr in tag.attributes().with_checks(false) {
         let attr = attr.map_err(|_| ClientXmlError::NotWellFormed("bad attribute"))?;
+        names.insert(attr.key.0)?;
         check::check_qname(attr.key.as_ref(), false)?;
         check::check_attribute_value(&attr.value)?;
         count += 1;

@@ -467,14 +467,6 @@ impl Splitter {
             _ => "",
         };
         self.head.kind = Some(classify(ns, local.as_ref()));
-        for attr in tag.attributes().with_checks(false).flatten() {
-            match attr.key.as_ref() {
-                "xmlns" => self.head.flags.declares_default_ns = true,
-                "xml:lang" => self.head.flags.has_lang = true,
-                "xmlns:stream" => self.head.declares_stream_prefix = true,
-                _ => {}
-            }
-        }
         Ok(())
     }
 
@@ -494,16 +486,30 @@ impl Splitter {
         if name.prefix().is_some_and(|p| p.as_ref() == "stream") {
             self.head.uses_stream_prefix = true;
         }
-        for attr in tag.attributes() {
+        // One pass over the attributes does every check; a top-level
+        // element's head flags come from the same pass.
+        let top = self.depth == 1;
+        let mut names = check::UniqueNames::new();
+        for attr in tag.attributes().with_checks(false) {
             let attr = attr.map_err(|_| SplitError::NotWellFormed("bad attribute"))?;
+            let key = attr.key.0;
+            names.insert(key)?;
             if attr.key.prefix().is_some()
                 && attr.key.as_namespace_binding().is_none()
                 && let (ResolveResult::Unknown(_), _) = self.resolver.resolve_attribute(attr.key)
             {
                 return Err(SplitError::NotWellFormed("unbound attribute prefix"));
             }
-            check::check_qname(attr.key.as_ref(), false)?;
+            check::check_qname(key, false)?;
             check::check_attribute_value(&attr.value)?;
+            if top {
+                match key {
+                    "xmlns" => self.head.flags.declares_default_ns = true,
+                    "xml:lang" => self.head.flags.has_lang = true,
+                    "xmlns:stream" => self.head.declares_stream_prefix = true,
+                    _ => {}
+                }
+            }
         }
         let name_len = u16::try_from(name.as_ref().len())
             .map_err(|_| SplitError::NotWellFormed("element name too long"))?;
