@@ -174,6 +174,11 @@ class Figures:
         d = self.get(s, t, "echo")
         return d["target_cpu_per_1000_msgs"] if d and d["messages"] else None
 
+    def sys_cpu(self, s, t):
+        """The kernel's part of `cpu` (absent from runs made before loadtest reported it)."""
+        d = self.get(s, t, "echo")
+        return d.get("target_sys_cpu_per_1000_msgs") if d and d["messages"] else None
+
     def upstream_cpu(self, s, t):
         d = self.get(s, t, "echo")
         u = self.get(s, t, "upstream-cpu")
@@ -628,7 +633,26 @@ def report(argv):
             return verdict(None, "")
         ab = f.ab_median(t, 1)
         also = f"; alternating rounds' median {ab:.4f}" if ab is not None else ""
-        return verdict(c <= need, f"{c:.4f} s per 1,000 msgs{also}; needs <= {need:.3f}")
+        k = f.sys_cpu("xmpp-edge", t)
+        kernel = f" ({k:.4f} of it in the kernel)" if k is not None else ""
+        return verdict(c <= need, f"{c:.4f} s per 1,000 msgs{kernel}{also}; needs <= {need:.3f}")
+
+    # The issue's absolute figures were taken on a quieter sitting; the same
+    # targets as ratios to what was measured minutes apart in this run.
+    def cpu_rel(t, times_less):
+        e, n = f.cpu("xmpp-edge", t), f.cpu("node-xmpp-bosh", t)
+        if not e or not n:
+            return verdict(None, "")
+        return verdict(n / e >= times_less, f"{n / e:.1f}x less than node-xmpp-bosh {t} ({e:.4f} vs {n:.4f}), "
+                       f"needs >= {times_less}x")
+
+    def rtt_rel(t, need_ms):
+        e, d = f.pair_rtt("xmpp-edge", t, "p99"), f.pair_rtt("direct", "tcp", "p99")
+        if not e or not d:
+            return verdict(None, "")
+        need = need_ms / ISSUE_PAIR_P99[("direct", "tcp")]
+        return verdict(e / d <= need, f"p99 {e / d:.2f}x direct's ({e:.3f} vs {d:.3f} ms), needs <= {need:.2f}x "
+                       f"({need_ms} ms against direct's 0.7 ms in the issue)")
 
     def rtt_t(t, need):
         p = f.pair_rtt("xmpp-edge", t, "p99")
@@ -664,7 +688,9 @@ def report(argv):
 
     w(f"| throughput in front of Prosody | {thr('bosh', 0.85)} | {thr('websocket', 0.90)} |")
     w(f"| CPU (xmpp-edge's own) | {cpu_t('bosh', 0.030)} | {cpu_t('websocket', 0.015)} |")
+    w(f"| CPU, against node-xmpp-bosh of the same run | {cpu_rel('bosh', 4)} | {cpu_rel('websocket', 6)} |")
     w(f"| latency, one pair | {rtt_t('bosh', 1.2)} | {rtt_t('websocket', 0.9)} |")
+    w(f"| latency, against direct of the same run | {rtt_rel('bosh', 1.2)} | {rtt_rel('websocket', 0.9)} |")
     w(f"| memory per idle session | {mem_t('bosh', 12)} | {mem_t('websocket', 6)} |")
     w(f"| scale: 9,000 sessions, all healthy | {scale_t('bosh')} | {scale_t('websocket')} |")
     w(f"| logins: set-up rate | {login_t('bosh')} | {login_t('websocket')} |")

@@ -246,6 +246,8 @@ pub struct SessionInfo {
     /// BOSH requests parked (long-polls).
     pub held_requests: AtomicU64,
     kicked: AtomicBool,
+    shutting_down: AtomicBool,
+    /// Wakes the session's driver for a kick or a shutdown.
     kick: Notify,
 }
 
@@ -271,6 +273,7 @@ impl SessionInfo {
             queued_to_upstream: AtomicU64::new(0),
             held_requests: AtomicU64::new(0),
             kicked: AtomicBool::new(false),
+            shutting_down: AtomicBool::new(false),
             kick: Notify::new(),
         }
     }
@@ -345,9 +348,16 @@ impl SessionInfo {
         self.kicked.load(Ordering::Acquire)
     }
 
-    /// Resolves once [`Self::kick`] was called (cancel-safe).
-    pub async fn kicked(&self) {
-        if !self.is_kicked() {
+    /// Asks the session to end because xmpp-edge is stopping.
+    pub fn request_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::Release);
+        self.kick.notify_one();
+    }
+
+    /// Resolves once [`Self::kick`] or [`Self::request_shutdown`] was
+    /// called (cancel-safe); [`Self::is_kicked`] tells which.
+    pub async fn stop_requested(&self) {
+        if !self.is_kicked() && !self.shutting_down.load(Ordering::Acquire) {
             self.kick.notified().await;
         }
     }
@@ -465,6 +475,15 @@ impl SessionTable {
     /// Every live BOSH session (for shutdown).
     pub fn bosh_sessions(&self) -> Vec<Arc<BoshShared>> {
         self.entries.iter().filter_map(|e| e.bosh.clone()).collect()
+    }
+
+    /// Every live session that is not BOSH (WebSocket).
+    pub fn websocket_sessions(&self) -> Vec<Arc<SessionInfo>> {
+        self.entries
+            .iter()
+            .filter(|e| e.bosh.is_none())
+            .map(|e| Arc::clone(&e.info))
+            .collect()
     }
 }
 

@@ -30,8 +30,13 @@ pub async fn drain(state: &AppState, cut_short: impl Future<Output = ()>) {
     }
     state.begin_shutdown();
     let now = clock::now();
+    // Pairs with the fence after a new WebSocket session joins the table.
+    std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
     for session in state.sessions.bosh_sessions() {
         session.shutdown(now);
+    }
+    for session in state.sessions.websocket_sessions() {
+        session.request_shutdown();
     }
     // Ended BOSH sessions linger briefly so that a client whose last
     // response was cut can fetch it again before the process goes.

@@ -278,9 +278,9 @@ impl AppState {
         self.runtime.swap(Arc::new(runtime))
     }
 
-    /// Resolves for sessions that must end because xmpp-edge is stopping.
-    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
-        self.shutdown.subscribe()
+    /// Whether sessions are being told to end because xmpp-edge is stopping.
+    pub fn is_shutting_down(&self) -> bool {
+        *self.shutdown.borrow()
     }
 
     /// Stops taking new sessions (readiness goes false); live ones go on.

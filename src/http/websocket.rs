@@ -196,6 +196,12 @@ pub async fn run<S: WsIo>(state: Arc<AppState>, accepted: Accepted, io: S, read:
     let info = Arc::new(SessionInfo::new(sid, Transport::WebSocket, client.source));
     info.touch(clock::now());
     state.sessions.insert(Arc::clone(&info), None);
+    // The drain asks the sessions in the table; one that joined it after
+    // the drain looked is told here.
+    std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+    if state.is_shutting_down() {
+        info.request_shutdown();
+    }
     let core = WsSession::new(
         Arc::clone(&runtime.ws_limits),
         sid.to_string().into(),

@@ -367,6 +367,10 @@ impl ClientSide for BoshRelay {
         self.shared.kick(now);
     }
 
+    fn shutdown(&mut self, now: Instant) {
+        self.shared.shutdown(now);
+    }
+
     fn close_reason(&mut self) -> CloseReason {
         close_reason(self.shared.ended())
     }

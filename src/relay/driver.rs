@@ -63,6 +63,8 @@ pub trait ClientSide: Send + 'static {
     fn report(&mut self) -> SideReport;
     /// An operator ends the session (admin kick).
     fn kick(&mut self, now: Instant);
+    /// xmpp-edge is stopping: end with `system-shutdown`.
+    fn shutdown(&mut self, now: Instant);
     /// Why the session ended, once it has.
     fn close_reason(&mut self) -> CloseReason;
     /// Called once when the loop ends.
@@ -135,8 +137,8 @@ pub async fn drive<S: ClientSide>(
     {
         // Made once: a fresh `Notified` per pass would lock the notifier to
         // join and leave its waiter list on every relayed stanza.
-        let kicked = info.kicked();
-        tokio::pin!(kicked);
+        let stop = info.stop_requested();
+        tokio::pin!(stop);
         let mut armed: Option<Instant> = None;
         loop {
             if !routed && let Some(route) = side.upstream_route(clock::now()) {
@@ -302,11 +304,15 @@ pub async fn drive<S: ClientSide>(
                     }
                 }
                 input = side.client_ready() => side.on_client(clock::now(), input),
-                () = &mut kicked, if !kick_seen => {
-                    kick_seen = true;
-                    tracing::info!("session ended by an operator");
-                    side.kick(clock::now());
-                }
+                () = &mut stop, if !kick_seen => {
+                        kick_seen = true;
+                        if info.is_kicked() {
+                            tracing::info!("session ended by an operator");
+                            side.kick(clock::now());
+                        } else {
+                            side.shutdown(clock::now());
+                        }
+                    }
                 () = &mut sleep, if armed.is_some() => {
                     armed = None;
                     let now = clock::now();

@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::watch;
 use tokio_tungstenite::WebSocketStream;
 use tungstenite::protocol::CloseFrame;
 use tungstenite::protocol::frame::coding::CloseCode;
@@ -39,8 +38,6 @@ pub enum WsInput {
     Frame(Option<Result<Message, tungstenite::Error>>),
     /// The queue was written out (or writing failed).
     Flushed(Result<(), tungstenite::Error>),
-    /// xmpp-edge is shutting down.
-    Shutdown,
 }
 
 /// The byte streams a WebSocket can run on: a TCP or TLS connection after an
@@ -66,8 +63,6 @@ pub struct WsRelay<S> {
     runtime: Arc<Runtime>,
     info: Arc<SessionInfo>,
     client: ClientInfo,
-    shutdown: watch::Receiver<bool>,
-    shutdown_seen: bool,
 }
 
 impl<S> std::fmt::Debug for WsRelay<S> {
@@ -90,8 +85,6 @@ impl<S: WsIo> WsRelay<S> {
         client: ClientInfo,
         info: Arc<SessionInfo>,
     ) -> Self {
-        let shutdown = state.shutdown_signal();
-        let shutdown_seen = *shutdown.borrow();
         Self {
             core,
             socket,
@@ -108,8 +101,6 @@ impl<S: WsIo> WsRelay<S> {
             runtime,
             info,
             client,
-            shutdown,
-            shutdown_seen,
         }
     }
 
@@ -342,6 +333,11 @@ impl<S: WsIo> ClientSide for WsRelay<S> {
         self.pump(now);
     }
 
+    fn shutdown(&mut self, now: Instant) {
+        self.core.handle_shutdown(now);
+        self.pump(now);
+    }
+
     fn close_reason(&mut self) -> CloseReason {
         let (reason, condition) = match self.core.ended() {
             Some(WsEnd::Closed) => ("client_close", ""),
@@ -365,12 +361,7 @@ impl<S: WsIo> ClientSide for WsRelay<S> {
     }
 
     async fn client_ready(&mut self) -> WsInput {
-        let shutdown_seen = self.shutdown_seen;
-        let mut shutdown = self.shutdown.clone();
-        tokio::select! {
-            input = std::future::poll_fn(|cx| self.poll_input(cx)) => input,
-            _ = shutdown.changed(), if !shutdown_seen => WsInput::Shutdown,
-        }
+        std::future::poll_fn(|cx| self.poll_input(cx)).await
     }
 
     fn on_client(&mut self, now: Instant, input: WsInput) {
@@ -389,10 +380,6 @@ impl<S: WsIo> ClientSide for WsRelay<S> {
                 if self.read_closed {
                     self.core.handle_client_gone();
                 }
-            }
-            WsInput::Shutdown => {
-                self.shutdown_seen = true;
-                self.core.handle_shutdown(now);
             }
         }
         self.pump(now);
