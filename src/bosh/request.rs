@@ -11,7 +11,7 @@ use quick_xml::Reader;
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::name::{NamespaceResolver, ResolveResult};
 
-use crate::xml::check::{check_attribute_value, check_qname};
+use crate::xml::check::{UniqueNames, check_attribute_value, check_qname};
 use crate::xml::escape::is_xml_bytes;
 use crate::xml::ns;
 use crate::xml::reserialize::{ClientTop, ClientXmlError, ClientXmlLimits, rewrite_element};
@@ -280,9 +280,12 @@ fn read_attributes(
 ) -> Result<BoshRequest, BodyError> {
     let mut request = BoshRequest::default();
     let mut rid = None;
-    for attr in body.attributes() {
+    let mut names = UniqueNames::new();
+    for attr in body.attributes().with_checks(false) {
         let attr = attr.map_err(|_| BodyError::NotWellFormed("bad attribute"))?;
-        check_qname(attr.key.as_ref(), false)
+        names
+            .insert(attr.key.0)
+            .and_then(|()| check_qname(attr.key.as_ref(), false))
             .and_then(|()| check_attribute_value(&attr.value))
             .map_err(|e| BodyError::NotWellFormed(e.describe()))?;
         if attr.key.as_namespace_binding().is_some() {
@@ -529,6 +532,17 @@ mod tests {
                 "{payload}"
             );
         }
+    }
+
+    #[test]
+    fn bosh_15_repeated_attribute_is_not_well_formed() {
+        let body = "<body rid='1' sid='s' rid='2' xmlns='http://jabber.org/protocol/httpbind'/>";
+        assert!(matches!(parse(body), Err(BodyError::NotWellFormed(_))));
+        let payload = "<body rid='1' sid='s' xmlns='http://jabber.org/protocol/httpbind'>\
+                       <message to='a@localhost' to='b@localhost'/></body>";
+        let r = parse(payload).unwrap();
+        assert!(r.payload_error.is_some(), "{:?}", r.payload_error);
+        assert!(r.payload.is_empty());
     }
 
     #[test]

@@ -255,6 +255,19 @@ mod tests {
     }
 
     #[test]
+    fn ws_10_repeated_attribute_is_not_well_formed() {
+        for text in [
+            "<message to='a@localhost' to='b@localhost'><body>x</body></message>",
+            "<message to='a@localhost'><body xml:lang='en' xml:lang='de'>x</body></message>",
+        ] {
+            assert!(
+                matches!(parse(text), Err(MessageError::NotWellFormed(_))),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
     fn ws_14_leading_declaration_is_dropped() {
         let m = parse("<?xml version='1.0'?><open xmlns='urn:ietf:params:xml:ns:xmpp-framing' to='d' version='1.0'/>").unwrap();
         assert!(matches!(m, ClientMessage::Open(_)));

@@ -555,3 +555,28 @@ fn oversize_declaration_is_refused_even_when_it_arrives_whole() {
         SplitError::TooLarge(64)
     );
 }
+
+/// UP-52: a repeated attribute name is not well-formed, on a stanza and on
+/// a child, whether or not a read cut the tag.
+#[test]
+fn up_52_repeated_attribute_is_not_well_formed() {
+    for element in [
+        "<message to='a@localhost' id='1' to='b@localhost'><body>x</body></message>",
+        "<message to='a@localhost'><body xml:lang='en' xml:lang='de'>x</body></message>",
+        "<presence type='away' type='away'/>",
+    ] {
+        let input = format!("{HEADER}{element}");
+        assert!(
+            matches!(run(&input), Err(SplitError::NotWellFormed(_))),
+            "{element}"
+        );
+        let (a, b) = input.as_bytes().split_at(HEADER.len() + element.len() / 2);
+        assert!(
+            matches!(run_chunks(&[a, b]), Err(SplitError::NotWellFormed(_))),
+            "cut: {element}"
+        );
+    }
+    // Same local name, different prefixes: allowed by the raw-name rule.
+    let fine = format!("{HEADER}<message xmlns:a='urn:a' a:x='1' x='2'/>");
+    assert!(run(&fine).is_ok());
+}
