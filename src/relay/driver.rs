@@ -120,7 +120,7 @@ pub async fn drive<S: ClientSide>(
     metrics.session_opened(info.transport);
     let mut reported = Traffic::default();
     let mut setup_started = clock::now();
-    let mut kick_seen = false;
+    let mut stop_seen = false;
     let settings = Arc::clone(upstreams.settings());
     let mut conn: Option<UpstreamConn> = None;
     let mut lease: Option<Lease> = None;
@@ -304,15 +304,15 @@ pub async fn drive<S: ClientSide>(
                     }
                 }
                 input = side.client_ready() => side.on_client(clock::now(), input),
-                () = &mut stop, if !kick_seen => {
-                        kick_seen = true;
-                        if info.is_kicked() {
-                            tracing::info!("session ended by an operator");
-                            side.kick(clock::now());
-                        } else {
-                            side.shutdown(clock::now());
-                        }
+                () = &mut stop, if !stop_seen => {
+                    stop_seen = true;
+                    if info.is_kicked() {
+                        tracing::info!("session ended by an operator");
+                        side.kick(clock::now());
+                    } else {
+                        side.shutdown(clock::now());
                     }
+                }
                 () = &mut sleep, if armed.is_some() => {
                     armed = None;
                     let now = clock::now();
