@@ -17,6 +17,7 @@ use common::bosh::{
     raw_request,
 };
 use common::dns::{TestDns, Zone};
+use common::metrics::sum;
 use common::process::EdgeProcess;
 use common::prosody::{Prosody, free_port};
 use common::xml::attr;
@@ -141,15 +142,6 @@ async fn admin_status(node: &EdgeProcess) -> serde_json::Value {
 
 async fn metrics(node: &EdgeProcess) -> String {
     get(node.metrics_addr, "/metrics").await.body
-}
-
-/// The sum of every sample of `name` whose labels contain all of `labels`.
-fn sum(text: &str, name: &str, labels: &[&str]) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
-        .filter(|l| labels.iter().all(|want| l.contains(want)))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 fn condition(body: &str) -> Option<String> {

@@ -23,6 +23,7 @@ use common::bosh_retry::{
 };
 use common::edge::{Edge, config};
 use common::faults::{Dir, Fault, FaultProxy, Rng, seed};
+use common::metrics::sum;
 use common::process::EdgeProcess;
 use common::prosody::{Prosody, ProsodyOptions, free_port};
 use common::ws::{self, Got, WsClient};
@@ -36,15 +37,6 @@ async fn scrape(addr: SocketAddr) -> String {
     common::bosh::raw_request(addr, request.as_bytes())
         .await
         .body
-}
-
-/// The sum of every sample of `name` whose labels contain all of `labels`.
-fn sum(text: &str, name: &str, labels: &[&str]) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
-        .filter(|l| labels.iter().all(|want| l.contains(want)))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 /// Waits until `cond` holds, polling; panics with `what` after `limit`.

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::bosh::{BoshClient, HttpResponse, Incoming, login as bosh_login, raw_request};
 use common::edge::{Edge, config};
+use common::metrics::sum;
 use common::process::{EdgeProcess, binary};
 use common::prosody::Prosody;
 use common::ws::{self, Got};
@@ -41,15 +42,6 @@ fn sample(text: &str, series: &str) -> f64 {
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
         .unwrap_or(0.0)
-}
-
-/// The sum of every sample of `name` whose labels contain all of `labels`.
-fn sum(text: &str, name: &str, labels: &[&str]) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
-        .filter(|l| labels.iter().all(|want| l.contains(want)))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 async fn scrape(edge: &Edge) -> String {

@@ -9,7 +9,7 @@ pub mod edge;
 pub mod ejabberd;
 pub mod faults;
 pub mod https;
-
+pub mod metrics;
 pub mod process;
 pub mod prosody;
 pub mod recording_upstream;
