@@ -16,7 +16,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use arc_swap::ArcSwap;
 use http::{HeaderMap, HeaderValue, header};
-use tokio::sync::watch;
 
 use crate::admission::{Admission, ConnectionSlot};
 use crate::bosh::BoshLimits;
@@ -216,7 +215,7 @@ pub struct AppState {
     pub front_tls: arc_swap::ArcSwapOption<rustls::ServerConfig>,
     /// The HTTPS listener's bound port (redirect targets).
     pub tls_port: std::sync::atomic::AtomicU16,
-    shutdown: watch::Sender<bool>,
+    shutdown: AtomicBool,
     draining: AtomicBool,
     /// The file the configuration came from, for reloads.
     config_path: parking_lot::Mutex<Option<std::path::PathBuf>>,
@@ -244,7 +243,7 @@ impl AppState {
             admission: Arc::new(Admission::new(crate::admission::auto_max_connections())),
             front_tls: arc_swap::ArcSwapOption::empty(),
             tls_port: std::sync::atomic::AtomicU16::new(443),
-            shutdown: watch::Sender::new(false),
+            shutdown: AtomicBool::new(false),
             draining: AtomicBool::new(false),
             config_path: parking_lot::Mutex::new(None),
             reload_lock: tokio::sync::Mutex::new(()),
@@ -280,7 +279,7 @@ impl AppState {
 
     /// Whether sessions are being told to end because xmpp-edge is stopping.
     pub fn is_shutting_down(&self) -> bool {
-        *self.shutdown.borrow()
+        self.shutdown.load(Ordering::SeqCst)
     }
 
     /// Stops taking new sessions (readiness goes false); live ones go on.
@@ -296,7 +295,7 @@ impl AppState {
     /// Tells every session that xmpp-edge is stopping.
     pub fn begin_shutdown(&self) {
         self.begin_drain();
-        self.shutdown.send_replace(true);
+        self.shutdown.store(true, Ordering::SeqCst);
     }
 }
 
