@@ -25,6 +25,14 @@ apt_install() {
   as_root env DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
+# Builds the release binaries: xmpp-edge and loadtest's (loadtest,
+# fake-upstream). Every script builds this same set: cargo unifies dependency
+# features over the packages of one build, so building xmpp-edge alone in one
+# script and with loadtest in another rebuilt the whole release tree twice.
+build_release() {
+  cargo build --release --locked -p xmpp-edge -p xmpp-edge-loadtest "$@"
+}
+
 # Fails with a clear message when Rust is missing or too old.
 need_rust() {
   if ! command -v cargo >/dev/null 2>&1; then
