@@ -47,7 +47,12 @@ pub async fn post(
     };
     if let Some(cluster) = state.cluster.as_ref()
         && let Some(response) =
-            in_cluster(state, cluster, &runtime, conn, &headers, &bytes, &request).await
+            // Boxed, like `create` below: a rare path whose future would
+            // otherwise size every parked request's.
+            Box::pin(in_cluster(
+                state, cluster, &runtime, conn, &headers, &bytes, &request,
+            ))
+            .await
     {
         return response;
     }
@@ -56,7 +61,7 @@ pub async fn post(
     let client = request
         .sid
         .is_none()
-        .then(|| runtime.client_info(Some(conn), &headers, "bosh"));
+        .then(|| Box::new(runtime.client_info(Some(conn), &headers, "bosh")));
     drop(headers);
     drop(bytes);
     answer(state, &runtime, request, client, cors).await
@@ -79,7 +84,7 @@ pub async fn post_forwarded(
     let client = request
         .sid
         .is_none()
-        .then(|| crate::cluster::client_from(&headers));
+        .then(|| Box::new(crate::cluster::client_from(&headers)));
     if let Some(sid) = request.sid.as_deref() {
         let from = headers
             .get(crate::cluster::FROM_HEADER)
@@ -91,12 +96,14 @@ pub async fn post_forwarded(
 }
 
 /// The body and the parsed request, or the answer when there is none.
+/// The request is boxed: async frames keep a moved-from argument's storage,
+/// so a parked request would otherwise hold three copies of it.
 fn read(
     state: &AppState,
     runtime: &Runtime,
     body: Result<Bytes, BodyError>,
     cors: Option<HeaderValue>,
-) -> Result<(Bytes, BoshRequest), Box<Response>> {
+) -> Result<(Bytes, Box<BoshRequest>), Box<Response>> {
     let bytes = match body {
         Ok(bytes) => bytes,
         Err(BodyError::TooLarge) => {
@@ -118,7 +125,7 @@ fn read(
         }
     };
     match parse_request(&bytes, runtime.client_xml) {
-        Ok(request) => Ok((bytes, request)),
+        Ok(request) => Ok((bytes, Box::new(request))),
         Err(e) => {
             // BOSH-86: no session can be told; the client gets bad-request.
             tracing::debug!("unreadable BOSH request: {e}");
@@ -219,8 +226,8 @@ async fn in_cluster(
 async fn answer(
     state: &Arc<AppState>,
     runtime: &Arc<Runtime>,
-    request: BoshRequest,
-    client: Option<ClientInfo>,
+    request: Box<BoshRequest>,
+    client: Option<Box<ClientInfo>>,
     cors: Option<HeaderValue>,
 ) -> Response {
     let reply = match request.sid.as_deref() {
@@ -229,13 +236,16 @@ async fn answer(
             terminal(Condition::SystemShutdown)
         }
         None => {
-            let client = client.unwrap_or_default();
+            let client = client.map(|c| *c).unwrap_or_default();
             let ip = client.source.map(|s| s.ip());
             match state
                 .admission
                 .admit(ip, &runtime.config.limits, clock::now())
             {
-                Ok(slot) => create(state, runtime, request, client, slot).await,
+                // Boxed: once per session, and inline it would make every
+                // parked request's future (kept on the heap while it waits)
+                // twice the size it needs.
+                Ok(slot) => Box::pin(create(state, runtime, *request, client, slot)).await,
                 Err(refusal) => return refused(state, runtime, refusal, cors),
             }
         }
@@ -253,12 +263,12 @@ async fn answer(
                     let window = usize::from(runtime.config.bosh.max_hold) + 1;
                     session.room_for_payload(window).await;
                 }
-                let submitted = session.submit(clock::now(), request);
+                let submitted = session.submit(clock::now(), *request);
                 wait_reply(&session, submitted, reply_timeout(runtime)).await
             }
             None => match state.sessions.retired_bosh(sid) {
                 // Ended, but a repeated rid still gets its cached response.
-                Some(session) => match session.submit(clock::now(), request) {
+                Some(session) => match session.submit(clock::now(), *request) {
                     Submitted::Ready(reply) => reply,
                     Submitted::Waiting(req_id, _) => {
                         session.gone(req_id);

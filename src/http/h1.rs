@@ -64,14 +64,24 @@ enum Stop {
 
 /// Serves HTTP/1.1 on `io` until the client leaves, the connection becomes
 /// a WebSocket session, or an error ends it.
-pub async fn serve<S: WsIo>(mut io: S, info: ConnInfo, state: Arc<AppState>, redirecting: bool) {
-    let mut buf = BytesMut::new();
-    loop {
-        let header_timeout = Duration::from_secs(u64::from(
-            state.runtime().config.limits.header_read_timeout_secs,
-        ));
-        let mut head =
-            match tokio::time::timeout(header_timeout, read_head(&mut io, &mut buf)).await {
+pub fn serve<S: WsIo>(
+    mut io: S,
+    info: ConnInfo,
+    state: Arc<AppState>,
+    redirecting: bool,
+) -> impl Future<Output = ()> {
+    // An `async move` block rather than an `async fn`: an async fn copies
+    // its arguments into locals, and the frame keeps both copies for the
+    // connection's whole life.
+    async move {
+        let mut buf = BytesMut::new();
+        loop {
+            let header_timeout = Duration::from_secs(u64::from(
+                state.runtime().config.limits.header_read_timeout_secs,
+            ));
+            let mut head = match tokio::time::timeout(header_timeout, read_head(&mut io, &mut buf))
+                .await
+            {
                 Ok(Ok(Some(head))) => head,
                 Ok(Ok(None)) => return,
                 Ok(Err(Stop::Gone)) => return,
@@ -85,61 +95,67 @@ pub async fn serve<S: WsIo>(mut io: S, info: ConnInfo, state: Arc<AppState>, red
                     return;
                 }
             };
-        let runtime = state.runtime();
-        let endpoint = route::endpoint(&runtime, head.uri.path());
-        if !redirecting && endpoint == Endpoint::WebSocket && is_upgrade(&head) {
-            upgrade(io, head, buf, &info, state).await;
-            return;
-        }
-        let limit = route::body_limit(&runtime, endpoint, &head.method);
-        drop(runtime);
-        let body =
-            match tokio::time::timeout(header_timeout, read_body(&mut io, &mut buf, &head, limit))
-                .await
+            let runtime = state.runtime();
+            let endpoint = route::endpoint(&runtime, head.uri.path());
+            if !redirecting && endpoint == Endpoint::WebSocket && is_upgrade(&head) {
+                // Boxed: only the handshake needs it, and inline it would
+                // double the size of every connection's future (kept on the heap
+                // for every parked BOSH request and idle keep-alive connection).
+                Box::pin(upgrade(io, head, buf, &info, state)).await;
+                return;
+            }
+            let limit = route::body_limit(&runtime, endpoint, &head.method);
+            drop(runtime);
+            let body = match tokio::time::timeout(
+                header_timeout,
+                read_body(&mut io, &mut buf, &head, limit),
+            )
+            .await
             {
                 Ok(Ok(body)) => Ok(body),
                 Ok(Err(BodyError::TooLarge)) => Err(BodyError::TooLarge),
                 Ok(Err(BodyError::Io)) | Err(_) => Err(BodyError::Io),
             };
-        // A body that could not be read leaves the stream unsynchronised.
-        let body_broken = body.is_err();
-        let request = Request {
-            method: &head.method,
-            uri: &head.uri,
-            headers: std::mem::take(&mut head.headers),
-            conn: &info,
-            redirecting,
-        };
-        if buf.is_empty() {
-            // A parked request holds no read buffer.
-            buf = BytesMut::new();
-        }
-        // Boxed: the handler (a parked BOSH request) lives only as long as
-        // the request, so the connection's own future stays small.
-        let handled = Box::pin(route::handle(&state, request, body));
-        let Some(response) = watch_client(&mut io, &mut buf, handled).await else {
-            // The client went away; the handler was dropped (a parked BOSH
-            // request tells its session).
-            return;
-        };
-        let close = !head.keep_alive
-            || body_broken
-            || response
-                .headers()
-                .get(header::CONNECTION)
-                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
-        let head_only = head.method == Method::HEAD;
-        if write_response(&mut io, &response, head.version, close, head_only)
-            .await
-            .is_err()
-            || close
-        {
-            let _ = io.shutdown().await;
-            return;
-        }
-        if buf.is_empty() {
-            // Nothing pipelined: hold no buffer while idle.
-            buf = BytesMut::new();
+            // A body that could not be read leaves the stream unsynchronised.
+            let body_broken = body.is_err();
+            let request = Request {
+                method: &head.method,
+                uri: &head.uri,
+                headers: std::mem::take(&mut head.headers),
+                conn: &info,
+                redirecting,
+            };
+            if buf.is_empty() {
+                // A parked request holds no read buffer.
+                buf = BytesMut::new();
+            }
+            // Boxed: the handler (a parked BOSH request) lives only as long as
+            // the request, so the connection's own future stays small.
+            let handled = Box::pin(route::handle(&state, request, body));
+            let Some(response) = watch_client(&mut io, &mut buf, handled).await else {
+                // The client went away; the handler was dropped (a parked BOSH
+                // request tells its session).
+                return;
+            };
+            let close = !head.keep_alive
+                || body_broken
+                || response
+                    .headers()
+                    .get(header::CONNECTION)
+                    .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+            let head_only = head.method == Method::HEAD;
+            if write_response(&mut io, &response, head.version, close, head_only)
+                .await
+                .is_err()
+                || close
+            {
+                let _ = io.shutdown().await;
+                return;
+            }
+            if buf.is_empty() {
+                // Nothing pipelined: hold no buffer while idle.
+                buf = BytesMut::new();
+            }
         }
     }
 }

@@ -76,32 +76,36 @@ pub struct Request<'a> {
 }
 
 /// Answers `request`, whose body (if any) is `body`.
-pub async fn handle(
+pub fn handle(
     state: &Arc<AppState>,
     request: Request<'_>,
     body: Result<Bytes, BodyError>,
-) -> Response {
-    if request.redirecting {
-        return redirect::respond(state, request.method, request.uri, &request.headers);
-    }
-    let runtime = state.runtime();
-    match endpoint(&runtime, request.uri.path()) {
-        Endpoint::Bosh => match *request.method {
-            Method::POST => bosh::post(state, request.conn, request.headers, body).await,
-            Method::OPTIONS => bosh::preflight(state, &request.headers),
-            Method::GET | Method::HEAD => bosh::info(),
-            _ => not_allowed("POST, GET, OPTIONS"),
-        },
-        Endpoint::HostMeta if request.method == Method::GET => {
-            discovery::host_meta(state, request.conn, request.uri, &request.headers)
+) -> impl Future<Output = Response> {
+    // Not an `async fn`, which would copy `request` into a local and keep
+    // both copies while a BOSH request is parked.
+    async move {
+        if request.redirecting {
+            return redirect::respond(state, request.method, request.uri, &request.headers);
         }
-        Endpoint::HostMetaJson if request.method == Method::GET => {
-            discovery::host_meta_json(state, request.conn, request.uri, &request.headers)
+        let runtime = state.runtime();
+        match endpoint(&runtime, request.uri.path()) {
+            Endpoint::Bosh => match *request.method {
+                Method::POST => bosh::post(state, request.conn, request.headers, body).await,
+                Method::OPTIONS => bosh::preflight(state, &request.headers),
+                Method::GET | Method::HEAD => bosh::info(),
+                _ => not_allowed("POST, GET, OPTIONS"),
+            },
+            Endpoint::HostMeta if request.method == Method::GET => {
+                discovery::host_meta(state, request.conn, request.uri, &request.headers)
+            }
+            Endpoint::HostMetaJson if request.method == Method::GET => {
+                discovery::host_meta_json(state, request.conn, request.uri, &request.headers)
+            }
+            Endpoint::HostMeta | Endpoint::HostMetaJson => not_allowed("GET"),
+            // Reached only when the request is not an upgrade (WS-5).
+            Endpoint::WebSocket => crate::http::websocket::not_upgraded(&request.headers),
+            Endpoint::NotFound => plain(StatusCode::NOT_FOUND, "not found\n"),
         }
-        Endpoint::HostMeta | Endpoint::HostMetaJson => not_allowed("GET"),
-        // Reached only when the request is not an upgrade (WS-5).
-        Endpoint::WebSocket => crate::http::websocket::not_upgraded(&request.headers),
-        Endpoint::NotFound => plain(StatusCode::NOT_FOUND, "not found\n"),
     }
 }
 

@@ -108,260 +108,264 @@ type Connecting = Pin<Box<dyn Future<Output = Result<Connected, UpstreamFailure>
 /// whole life, and an argument moved into an `async fn` occupies its state
 /// twice (as captured and as local), which for the WebSocket side is a
 /// kilobyte per idle session.
-pub async fn drive<S: ClientSide>(
+pub fn drive<S: ClientSide>(
     mut side: Box<S>,
     upstreams: Arc<Upstreams>,
     ctx: SessionContext,
-) {
-    // Fields are used in place: destructuring would keep them twice in
-    // this long-lived future.
-    let info = &ctx.info;
-    let metrics = &ctx.metrics;
-    metrics.session_opened(info.transport);
-    let mut reported = Traffic::default();
-    let mut setup_started = clock::now();
-    let mut stop_seen = false;
-    let settings = Arc::clone(upstreams.settings());
-    let mut conn: Option<UpstreamConn> = None;
-    let mut lease: Option<Lease> = None;
-    let mut connecting: Option<Connecting> = None;
-    let mut routed = false;
-    // Our closing tag is queued: nothing more is written, but the server's
-    // remaining stanzas and its own closing tag are still read (UP-48, UP-50).
-    let mut closing = false;
-    let mut congested = false;
-    // Allocated while in use only: an idle session keeps no capacity here.
-    let mut actions = VecDeque::new();
-    let sleep = tokio::time::sleep(Duration::from_secs(3600));
-    tokio::pin!(sleep);
-    {
-        // Made once: a fresh `Notified` per pass would lock the notifier to
-        // join and leave its waiter list on every relayed stanza.
-        let stop = info.stop_requested();
-        tokio::pin!(stop);
-        let mut armed: Option<Instant> = None;
-        loop {
-            if !routed && let Some(route) = side.upstream_route(clock::now()) {
-                routed = true;
-                setup_started = clock::now();
-                info.set_domain(&route.domain);
-                side.take_actions(&mut actions);
-                match actions.pop_front() {
-                    Some(UpstreamAction::Open(open)) if !open.restart => {
-                        let pools = Arc::clone(&upstreams);
-                        connecting =
-                            Some(Box::pin(
-                                async move { pools.connect_route(&route, open).await },
-                            ));
-                    }
-                    // The session ended before it needed a connection.
-                    _ => actions.clear(),
-                }
-            }
-            if conn.is_some() && !closing {
-                side.take_actions(&mut actions);
-            } else if connecting.is_none() {
-                // Nothing to write to (failed, never needed, or closing).
-                side.take_actions(&mut actions);
-                actions.clear();
-            }
-            while let Some(c) = conn.as_mut()
-                && let Some(action) = actions.pop_front()
-            {
-                match c.apply(action) {
-                    None => {}
-                    Some(Finish::Close) => {
-                        closing = true;
-                        actions.clear();
-                    }
-                    Some(Finish::Abort) => {
-                        if let Some(c) = conn.take() {
-                            tokio::spawn(c.abort().in_current_span());
+) -> impl Future<Output = ()> {
+    // An `async move` block, not an `async fn`, which would also copy the
+    // arguments into locals.
+    async move {
+        // Fields are used in place: destructuring would keep them twice in
+        // this long-lived future.
+        let info = &ctx.info;
+        let metrics = &ctx.metrics;
+        metrics.session_opened(info.transport);
+        let mut reported = Traffic::default();
+        let mut setup_started = clock::now();
+        let mut stop_seen = false;
+        let settings = Arc::clone(upstreams.settings());
+        let mut conn: Option<UpstreamConn> = None;
+        let mut lease: Option<Lease> = None;
+        let mut connecting: Option<Connecting> = None;
+        let mut routed = false;
+        // Our closing tag is queued: nothing more is written, but the server's
+        // remaining stanzas and its own closing tag are still read (UP-48, UP-50).
+        let mut closing = false;
+        let mut congested = false;
+        // Allocated while in use only: an idle session keeps no capacity here.
+        let mut actions = VecDeque::new();
+        let sleep = tokio::time::sleep(Duration::from_secs(3600));
+        tokio::pin!(sleep);
+        {
+            // Made once: a fresh `Notified` per pass would lock the notifier to
+            // join and leave its waiter list on every relayed stanza.
+            let stop = info.stop_requested();
+            tokio::pin!(stop);
+            let mut armed: Option<Instant> = None;
+            loop {
+                if !routed && let Some(route) = side.upstream_route(clock::now()) {
+                    routed = true;
+                    setup_started = clock::now();
+                    info.set_domain(&route.domain);
+                    side.take_actions(&mut actions);
+                    match actions.pop_front() {
+                        Some(UpstreamAction::Open(open)) if !open.restart => {
+                            let pools = Arc::clone(&upstreams);
+                            connecting =
+                                Some(Box::pin(
+                                    async move { pools.connect_route(&route, open).await },
+                                ));
                         }
-                        actions.clear();
+                        // The session ended before it needed a connection.
+                        _ => actions.clear(),
                     }
                 }
-            }
-            if actions.is_empty() && actions.capacity() > 0 {
-                actions = VecDeque::new();
-            }
-            if let Some(c) = conn.as_mut()
-                && c.has_pending_writes()
-                && let Err(failure) = c.try_flush()
-            {
-                conn = None;
-                upstream_failed(&mut *side, lease.as_ref(), closing, failure);
-                continue;
-            }
-            report(&mut *side, info, metrics, conn.as_ref(), &mut reported);
-            if side.is_done() {
-                break;
-            }
-            info.set_state(
-                if closing || (conn.is_none() && connecting.is_none() && routed) {
-                    SessionState::Closing
-                } else if conn.is_some() {
-                    SessionState::Open
-                } else {
-                    SessionState::Connecting
-                },
-            );
-            // Client input waits while the server is not taking what it already
-            // has, or before there is a server at all: client data never piles up.
-            let now_congested = connecting.is_some()
-                || conn
+                if conn.is_some() && !closing {
+                    side.take_actions(&mut actions);
+                } else if connecting.is_none() {
+                    // Nothing to write to (failed, never needed, or closing).
+                    side.take_actions(&mut actions);
+                    actions.clear();
+                }
+                while let Some(c) = conn.as_mut()
+                    && let Some(action) = actions.pop_front()
+                {
+                    match c.apply(action) {
+                        None => {}
+                        Some(Finish::Close) => {
+                            closing = true;
+                            actions.clear();
+                        }
+                        Some(Finish::Abort) => {
+                            if let Some(c) = conn.take() {
+                                tokio::spawn(c.abort().in_current_span());
+                            }
+                            actions.clear();
+                        }
+                    }
+                }
+                if actions.is_empty() && actions.capacity() > 0 {
+                    actions = VecDeque::new();
+                }
+                if let Some(c) = conn.as_mut()
+                    && c.has_pending_writes()
+                    && let Err(failure) = c.try_flush()
+                {
+                    conn = None;
+                    upstream_failed(&mut *side, lease.as_ref(), closing, failure);
+                    continue;
+                }
+                report(&mut *side, info, metrics, conn.as_ref(), &mut reported);
+                if side.is_done() {
+                    break;
+                }
+                info.set_state(
+                    if closing || (conn.is_none() && connecting.is_none() && routed) {
+                        SessionState::Closing
+                    } else if conn.is_some() {
+                        SessionState::Open
+                    } else {
+                        SessionState::Connecting
+                    },
+                );
+                // Client input waits while the server is not taking what it already
+                // has, or before there is a server at all: client data never piles up.
+                let now_congested = connecting.is_some()
+                    || conn
+                        .as_ref()
+                        .is_some_and(|c| c.queued_bytes() > settings.max_write_queue);
+                if now_congested != congested {
+                    congested = now_congested;
+                    if congested && connecting.is_none() {
+                        metrics.limit_hit(Limit::UpstreamWriteQueue);
+                    }
+                    side.upstream_congested(congested);
+                }
+                // One timer serves the side's deadlines and the upstream write
+                // deadline (UP-42).
+                let side_deadline = side.next_deadline();
+                let write_deadline = conn
                     .as_ref()
-                    .is_some_and(|c| c.queued_bytes() > settings.max_write_queue);
-            if now_congested != congested {
-                congested = now_congested;
-                if congested && connecting.is_none() {
-                    metrics.limit_hit(Limit::UpstreamWriteQueue);
+                    .and_then(UpstreamConn::write_stalled_since)
+                    .map(|since| since + settings.write_timeout);
+                let deadline = match (side_deadline, write_deadline) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                if deadline != armed {
+                    if let Some(d) = deadline {
+                        sleep.as_mut().reset(tokio::time::Instant::from_std(d));
+                    }
+                    armed = deadline;
                 }
-                side.upstream_congested(congested);
-            }
-            // One timer serves the side's deadlines and the upstream write
-            // deadline (UP-42).
-            let side_deadline = side.next_deadline();
-            let write_deadline = conn
-                .as_ref()
-                .and_then(UpstreamConn::write_stalled_since)
-                .map(|since| since + settings.write_timeout);
-            let deadline = match (side_deadline, write_deadline) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
-            if deadline != armed {
-                if let Some(d) = deadline {
-                    sleep.as_mut().reset(tokio::time::Instant::from_std(d));
-                }
-                armed = deadline;
-            }
-            let can_read =
-                conn.as_ref().is_some_and(|c| !c.read_done()) && side.wants_upstream_data();
-            let must_write = conn.as_ref().is_some_and(UpstreamConn::has_pending_writes);
-            tokio::select! {
-                result = connected(connecting.as_mut()), if connecting.is_some() => {
-                    connecting = None;
-                    match result {
-                        Ok(mut done) => {
-                            info.set_upstream(&done.lease.address());
-                            metrics
-                                .session_setup_seconds
-                                .with_label_values(&[info.transport.as_str()])
-                                .observe(clock::now().saturating_duration_since(setup_started).as_secs_f64());
-                            conn = Some(done.conn);
-                            lease = Some(done.lease);
-                            side.on_upstream(clock::now(), &mut done.events);
-                        }
-                        Err(failure) => {
-                            tracing::warn!("upstream unavailable: {failure}");
-                            side.on_upstream(clock::now(), &mut vec![UpstreamEvent::Failed(failure)]);
-                        }
-                    }
-                }
-                ready = io_ready(conn.as_ref(), can_read, must_write), if can_read || must_write => {
-                    // Writable: the loop's next pass flushes.
-                    let readable = match &ready {
-                        Ok(r) => can_read && (r.is_readable() || r.is_read_closed() || r.is_error()),
-                        Err(_) => true,
-                    };
-                    if !readable {
-                        continue;
-                    }
-                    let mut events = Vec::new();
-                    if let Some(c) = conn.as_mut() {
-                        match ready {
-                            Ok(_) => c.read_events(&mut events),
-                            Err(e) => events.push(UpstreamEvent::Failed(UpstreamFailure::Lost(e.to_string()))),
-                        }
-                    }
-                    let lost = events.iter().any(|e| matches!(e, UpstreamEvent::Failed(UpstreamFailure::Lost(_))));
-                    if events.iter().any(|e| {
-                        matches!(
-                            e,
-                            UpstreamEvent::Failed(UpstreamFailure::Protocol(
-                                SplitError::TooLarge(_) | SplitError::TooDeep(_)
-                            ))
-                        )
-                    }) {
-                        metrics.limit_hit(Limit::UpstreamXml);
-                    }
-                    if lost && !closing && let Some(lease) = &lease {
-                        // A server that drops sessions is taken out of rotation.
-                        lease.report_lost();
-                    }
-                    if info.wants_jid() {
-                        for event in &events {
-                            if let UpstreamEvent::Element(element) = event
-                                && let Some(jid) = element.bound_jid()
-                            {
-                                info.set_jid(&jid);
+                let can_read =
+                    conn.as_ref().is_some_and(|c| !c.read_done()) && side.wants_upstream_data();
+                let must_write = conn.as_ref().is_some_and(UpstreamConn::has_pending_writes);
+                tokio::select! {
+                    result = connected(connecting.as_mut()), if connecting.is_some() => {
+                        connecting = None;
+                        match result {
+                            Ok(mut done) => {
+                                info.set_upstream(&done.lease.address());
+                                metrics
+                                    .session_setup_seconds
+                                    .with_label_values(&[info.transport.as_str()])
+                                    .observe(clock::now().saturating_duration_since(setup_started).as_secs_f64());
+                                conn = Some(done.conn);
+                                lease = Some(done.lease);
+                                side.on_upstream(clock::now(), &mut done.events);
+                            }
+                            Err(failure) => {
+                                tracing::warn!("upstream unavailable: {failure}");
+                                side.on_upstream(clock::now(), &mut vec![UpstreamEvent::Failed(failure)]);
                             }
                         }
                     }
-                    if !events.is_empty() {
-                        side.on_upstream(clock::now(), &mut events);
+                    ready = io_ready(conn.as_ref(), can_read, must_write), if can_read || must_write => {
+                        // Writable: the loop's next pass flushes.
+                        let readable = match &ready {
+                            Ok(r) => can_read && (r.is_readable() || r.is_read_closed() || r.is_error()),
+                            Err(_) => true,
+                        };
+                        if !readable {
+                            continue;
+                        }
+                        let mut events = Vec::new();
+                        if let Some(c) = conn.as_mut() {
+                            match ready {
+                                Ok(_) => c.read_events(&mut events),
+                                Err(e) => events.push(UpstreamEvent::Failed(UpstreamFailure::Lost(e.to_string()))),
+                            }
+                        }
+                        let lost = events.iter().any(|e| matches!(e, UpstreamEvent::Failed(UpstreamFailure::Lost(_))));
+                        if events.iter().any(|e| {
+                            matches!(
+                                e,
+                                UpstreamEvent::Failed(UpstreamFailure::Protocol(
+                                    SplitError::TooLarge(_) | SplitError::TooDeep(_)
+                                ))
+                            )
+                        }) {
+                            metrics.limit_hit(Limit::UpstreamXml);
+                        }
+                        if lost && !closing && let Some(lease) = &lease {
+                            // A server that drops sessions is taken out of rotation.
+                            lease.report_lost();
+                        }
+                        if info.wants_jid() {
+                            for event in &events {
+                                if let UpstreamEvent::Element(element) = event
+                                    && let Some(jid) = element.bound_jid()
+                                {
+                                    info.set_jid(&jid);
+                                }
+                            }
+                        }
+                        if !events.is_empty() {
+                            side.on_upstream(clock::now(), &mut events);
+                        }
                     }
-                }
-                input = side.client_ready() => side.on_client(clock::now(), input),
-                () = &mut stop, if !stop_seen => {
-                    stop_seen = true;
-                    if info.is_kicked() {
-                        tracing::info!("session ended by an operator");
-                        side.kick(clock::now());
-                    } else {
-                        side.shutdown(clock::now());
+                    input = side.client_ready() => side.on_client(clock::now(), input),
+                    () = &mut stop, if !stop_seen => {
+                        stop_seen = true;
+                        if info.is_kicked() {
+                            tracing::info!("session ended by an operator");
+                            side.kick(clock::now());
+                        } else {
+                            side.shutdown(clock::now());
+                        }
                     }
-                }
-                () = &mut sleep, if armed.is_some() => {
-                    armed = None;
-                    let now = clock::now();
-                    if write_deadline.is_some_and(|d| d <= now) {
-                        // UP-42: a server that stops reading is as good as gone.
-                        conn = None;
-                        let failure = UpstreamFailure::Lost(format!(
-                            "the server took no data for {} s",
-                            settings.write_timeout.as_secs()
-                        ));
-                        tracing::warn!("upstream write stalled: {failure}");
-                        upstream_failed(&mut *side, lease.as_ref(), closing, failure);
-                    } else {
-                        side.on_timeout(now);
+                    () = &mut sleep, if armed.is_some() => {
+                        armed = None;
+                        let now = clock::now();
+                        if write_deadline.is_some_and(|d| d <= now) {
+                            // UP-42: a server that stops reading is as good as gone.
+                            conn = None;
+                            let failure = UpstreamFailure::Lost(format!(
+                                "the server took no data for {} s",
+                                settings.write_timeout.as_secs()
+                            ));
+                            tracing::warn!("upstream write stalled: {failure}");
+                            upstream_failed(&mut *side, lease.as_ref(), closing, failure);
+                        } else {
+                            side.on_timeout(now);
+                        }
                     }
                 }
             }
         }
+        side.finished();
+        report(&mut *side, info, metrics, conn.as_ref(), &mut reported);
+        ctx.table.remove(info);
+        let SessionContext {
+            info,
+            metrics,
+            slot,
+            connection,
+            ..
+        } = ctx;
+        drop(slot);
+        drop(connection);
+        let mut why = side.close_reason();
+        if info.is_kicked() {
+            why.reason = "kicked";
+        }
+        metrics.session_closed(info.transport, why);
+        if let Some(c) = conn {
+            let task = async move {
+                if closing {
+                    c.close_gracefully(settings.close_timeout).await;
+                } else {
+                    // The client vanished: no closing tag, so the server keeps
+                    // a resumable session (UP-51).
+                    c.abort().await;
+                }
+            };
+            tokio::spawn(task.in_current_span());
+        }
+        drop(lease);
     }
-    side.finished();
-    report(&mut *side, info, metrics, conn.as_ref(), &mut reported);
-    ctx.table.remove(info);
-    let SessionContext {
-        info,
-        metrics,
-        slot,
-        connection,
-        ..
-    } = ctx;
-    drop(slot);
-    drop(connection);
-    let mut why = side.close_reason();
-    if info.is_kicked() {
-        why.reason = "kicked";
-    }
-    metrics.session_closed(info.transport, why);
-    if let Some(c) = conn {
-        let task = async move {
-            if closing {
-                c.close_gracefully(settings.close_timeout).await;
-            } else {
-                // The client vanished: no closing tag, so the server keeps
-                // a resumable session (UP-51).
-                c.abort().await;
-            }
-        };
-        tokio::spawn(task.in_current_span());
-    }
-    drop(lease);
 }
 
 /// Publishes the side's counters: differences to the metrics, levels to the
