@@ -75,8 +75,12 @@ fn locked_version(lock: &Path, name: &str) -> Option<String> {
     Some(text[start..start + len].to_string())
 }
 
+/// fuzz/ (this test's package is fuzz/replay/).
 fn fuzz_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// The files of a directory, by name (hidden files are libFuzzer's own).
