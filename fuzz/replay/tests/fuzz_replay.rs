@@ -142,7 +142,8 @@ fn replay(target: &str, run: fn(&[u8]), mutations: u64) {
         .unwrap_or(0)
         .max(MAX_LEN);
     let mutations = env_number("FUZZ_REPLAY_MUTATIONS").unwrap_or(mutations);
-    let seed = env_number("FUZZ_REPLAY_SEED").unwrap_or(SEED) ^ fnv1a(target.as_bytes());
+    let base_seed = env_number("FUZZ_REPLAY_SEED").unwrap_or(SEED);
+    let seed = base_seed ^ fnv1a(target.as_bytes());
     for i in 0..mutations {
         if failures.len() >= MAX_FAILURES {
             break;
@@ -158,10 +159,10 @@ fn replay(target: &str, run: fn(&[u8]), mutations: u64) {
         if !passes(run, &data) {
             let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("fuzz_replay");
             std::fs::create_dir_all(&dir).unwrap();
-            let saved = dir.join(format!("{target}-{seed:016x}-{i}"));
+            let saved = dir.join(format!("{target}-{base_seed:x}-{i}"));
             std::fs::write(&saved, &data).unwrap();
             failures.push(format!(
-                "mutation {i} (seed {seed:#x}) of {} fails; input saved as {} ({:?})",
+                "mutation {i} (FUZZ_REPLAY_SEED={base_seed:#x}) of {} fails; input saved as {} ({:?})",
                 inputs[base].0,
                 saved.display(),
                 String::from_utf8_lossy(&data[..data.len().min(300)]),
