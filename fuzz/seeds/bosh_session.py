@@ -2,7 +2,7 @@
 """Writes the hand-written scenarios of the `bosh_session` target as seed files.
 
 The target decodes its input with `arbitrary` (derived on the types in
-fuzz_targets/bosh_session.rs); this file encodes scenarios the way arbitrary
+src/targets/bosh_session.rs); this file encodes scenarios the way arbitrary
 1.x decodes them, so that the seeds start the fuzzer from real sessions
 (login with restart, out-of-order rids, repeats, pause, acks, upstream
 failures, backpressure, ...) instead of from noise.
@@ -48,7 +48,7 @@ class Enc:
         assert len(data) <= 256 or not any(self.lengths), "keep seeds with text under 256 bytes"
         return data
 
-# --- the target's types (fuzz_targets/bosh_session.rs) ---
+# --- the target's types (src/targets/bosh_session.rs) ---
 
 def creation(e, rid=1000, hold=1, wait=60, ver=True, acks=False, keys=False,
              max_hold=1, enforce=True, maxpause=2, polling=2, queued_kib=7):

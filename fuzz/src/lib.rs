@@ -1,6 +1,7 @@
-//! Shared pieces of the fuzz targets: an XML well-formedness oracle that is
-//! independent of the product's own checks, and helpers that turn server
-//! bytes into upstream events the way the relay does.
+//! The fuzz targets ([`targets`]) and their shared pieces: an XML
+//! well-formedness oracle that is independent of the product's own checks,
+//! and helpers that turn server bytes into upstream events the way the relay
+//! does.
 //!
 //! The oracle reads with quick-xml (namespace-aware) and adds the checks
 //! quick-xml leaves out: XML 1.0 `Char` for raw characters and for character
@@ -17,6 +18,8 @@ use xmpp_edge::stanza::{StandaloneContext, Stanza, StreamHeader};
 use xmpp_edge::upstream::negotiate::item_to_event;
 use xmpp_edge::upstream::{OpenStream, UpstreamEvent};
 use xmpp_edge::xml::splitter::{Splitter, SplitterLimits};
+
+pub mod targets;
 
 pub const STREAMS_NS: &str = "http://etherx.jabber.org/streams";
 pub const JABBER_CLIENT: &str = "jabber:client";
