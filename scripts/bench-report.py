@@ -210,17 +210,20 @@ class Figures:
         return d["logins_per_sec"] if d and d["logged_in"] else None
 
     def rounds(self):
-        """Alternating rounds: [(round, {transport: (msgs/s, cpu/1000, prosody cpu/1000)})]."""
+        """Alternating rounds: [(round, {key: (msgs/s, cpu/1000, prosody cpu/1000, kernel cpu/1000)})],
+        key "tcp" (direct), "relay" (the bare TCP relay), "bosh", "websocket" (xmpp-edge)."""
         out = []
         i = 1
         while ("direct", "tcp", f"ab{i}") in self.runs:
             row = {}
-            for s, t in (("direct", "tcp"), ("xmpp-edge", "bosh"), ("xmpp-edge", "websocket")):
+            for s, t, key in (("direct", "tcp", "tcp"), ("tcp-relay", "tcp", "relay"),
+                              ("xmpp-edge", "bosh", "bosh"), ("xmpp-edge", "websocket", "websocket")):
                 d = self.get(s, t, f"ab{i}")
                 u = self.get(s, t, f"ab{i}-prosody-cpu")
                 if d and d["messages"]:
                     pc = u["ticks"] / 100.0 * 1000.0 / d["messages"] if u else None
-                    row[t] = (d["msgs_per_sec"], d["target_cpu_per_1000_msgs"], pc)
+                    row[key] = (d["msgs_per_sec"], d["target_cpu_per_1000_msgs"], pc,
+                                d.get("target_sys_cpu_per_1000_msgs"))
             out.append((i, row))
             i += 1
         return out
@@ -569,25 +572,39 @@ def report(argv):
     if rounds:
         w("## Throughput, direct and xmpp-edge in alternating rounds")
         w("")
-        w("One fresh Prosody with xmpp-edge in front; each round runs the loaded echo over direct c2s,")
-        w("through xmpp-edge over BOSH and over WebSocket, in an order that rotates from round to round")
-        w("(Prosody slows down as the rounds go on, so none is always last). Messages/s (xmpp-edge's")
-        w("CPU-s per 1,000 messages; Prosody's CPU-s per 1,000 messages).")
+        w("One fresh Prosody with xmpp-edge and a bare TCP relay (`loadtest/src/bin/tcp-relay.rs`: tokio's")
+        w("`copy_bidirectional`, one task per connection, parsing nothing) in front; each round runs the")
+        w("loaded echo over direct c2s, through the relay, and through xmpp-edge over BOSH and over WebSocket,")
+        w("in an order that rotates from round to round (Prosody slows down as the rounds go on, so none is")
+        w("always last). Messages/s (the front end's CPU-s per 1,000 messages; Prosody's CPU-s per 1,000")
+        w("messages).")
         w("")
-        w("| round | direct | xmpp-edge BOSH | x direct | xmpp-edge WebSocket | x direct |")
-        w("|---|---|---|---|---|---|")
+        w("| round | direct | bare TCP relay | xmpp-edge BOSH | x direct | xmpp-edge WebSocket | x direct |")
+        w("|---|---|---|---|---|---|---|")
         for i, r in rounds:
             def cell(t):
                 if t not in r:
                     return "n/a"
-                rate, cpu, pc = r[t]
+                rate, cpu, pc, _ = r[t]
                 own = "" if t == "tcp" else f"{cpu:.4f}; "
                 return f"{rate:,.0f} ({own}{fmt(pc, 3)})"
             def x(t):
                 return ratio(r[t][0], r["tcp"][0]) if t in r and "tcp" in r else "n/a"
-            w(f"| {i} | {cell('tcp')} | {cell('bosh')} | {x('bosh')} | {cell('websocket')} | {x('websocket')} |")
-        w(f"| median | | | {fmt(f.ab_ratio('bosh'), 2)}x | | {fmt(f.ab_ratio('websocket'), 2)}x |")
+            w(f"| {i} | {cell('tcp')} | {cell('relay')} | {cell('bosh')} | {x('bosh')} "
+              f"| {cell('websocket')} | {x('websocket')} |")
+        w(f"| median | | | | {fmt(f.ab_ratio('bosh'), 2)}x | | {fmt(f.ab_ratio('websocket'), 2)}x |")
         w("")
+        floor = f.ab_median("relay", 1)
+        if floor:
+            floor_k = f.ab_median("relay", 3)
+            edge = [(t, f.ab_median(t, 1), f.ab_median(t, 3)) for t in ("bosh", "websocket")]
+            w(f"**The floor.** The bare relay's median CPU was {floor:.4f} s per 1,000 messages"
+              + (f" ({floor_k:.4f} of it in the kernel)" if floor_k is not None else "")
+              + ": reading and writing each message once on each side, nothing else. xmpp-edge's medians: "
+              + ", ".join(f"{t} {c:.4f} s ({c / floor:.1f}x the floor"
+                          + (f"; kernel {k:.4f}" if k is not None else "") + ")"
+                          for t, c, k in edge if c) + ".")
+            w("")
 
     # ratios
     w("## xmpp-edge against each peer, same run")
@@ -637,6 +654,8 @@ def report(argv):
         also = f"; alternating rounds' median {ab:.4f}" if ab is not None else ""
         k = f.sys_cpu("xmpp-edge", t)
         kernel = f" ({k:.4f} of it in the kernel)" if k is not None else ""
+        floor = f.ab_median("relay", 1)
+        also += f" (a bare TCP relay's: {floor:.4f})" if floor else ""
         return verdict(c <= need, f"{c:.4f} s per 1,000 msgs{kernel}{also}; needs <= {need:.3f}")
 
     # The issue's absolute figures were taken on a quieter sitting; the same

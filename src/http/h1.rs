@@ -64,6 +64,10 @@ enum Stop {
 
 /// Serves HTTP/1.1 on `io` until the client leaves, the connection becomes
 /// a WebSocket session, or an error ends it.
+#[allow(
+    clippy::manual_async_fn,
+    reason = "an async fn keeps its arguments twice"
+)]
 pub fn serve<S: WsIo>(
     mut io: S,
     info: ConnInfo,

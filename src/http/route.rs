@@ -76,6 +76,10 @@ pub struct Request<'a> {
 }
 
 /// Answers `request`, whose body (if any) is `body`.
+#[allow(
+    clippy::manual_async_fn,
+    reason = "an async fn keeps its arguments twice"
+)]
 pub fn handle(
     state: &Arc<AppState>,
     request: Request<'_>,

@@ -108,6 +108,10 @@ type Connecting = Pin<Box<dyn Future<Output = Result<Connected, UpstreamFailure>
 /// whole life, and an argument moved into an `async fn` occupies its state
 /// twice (as captured and as local), which for the WebSocket side is a
 /// kilobyte per idle session.
+#[allow(
+    clippy::manual_async_fn,
+    reason = "an async fn keeps its arguments twice"
+)]
 pub fn drive<S: ClientSide>(
     mut side: Box<S>,
     upstreams: Arc<Upstreams>,
