@@ -14,6 +14,7 @@ use crate::clock;
 use crate::http::{AppState, ConnInfo, Response, Runtime, plain};
 use crate::relay::drive;
 use crate::relay::driver::SessionContext;
+use crate::relay::read_ahead::ReadAhead;
 use crate::relay::websocket::{WsIo, WsRelay};
 use crate::sessions::{SessionInfo, Transport};
 use crate::upstream::proxy_protocol::ClientInfo;
@@ -183,6 +184,7 @@ pub async fn run<S: WsIo>(state: Arc<AppState>, accepted: Accepted, io: S, read:
         ..
     } = accepted;
     let config = socket_config(&runtime);
+    let io = ReadAhead::new(io);
     let socket = if read.is_empty() {
         WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await
     } else {

@@ -4,6 +4,7 @@
 
 pub mod bosh;
 pub mod driver;
+pub mod read_ahead;
 pub mod websocket;
 
 pub use driver::{ClientSide, RouteRequest, drive};
