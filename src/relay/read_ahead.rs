@@ -29,7 +29,7 @@ pub struct ReadAhead<S> {
 
 impl<S> ReadAhead<S> {
     pub fn new(inner: S) -> Self {
-        ReadAhead {
+        Self {
             inner,
             spill: Vec::new(),
             taken: 0,
