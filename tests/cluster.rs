@@ -262,8 +262,11 @@ async fn static_peers_any_replica_serves_every_request_of_a_session() {
     chat(&mut alice, &mut bob, 200).await;
     logout(&mut alice).await;
     logout(&mut bob).await;
-    // Every replica took requests, so most were forwarded.
-    for rotation in [&alice_rot, &bob_rot] {
+    // Every replica took requests, so most were forwarded: every request
+    // that reached a replica other than the session's owner. How many
+    // requests a chat takes depends on how the server's stanzas batch.
+    let mut to_non_owners = 0;
+    for (rotation, owner) in [(&alice_rot, all[0]), (&bob_rot, all[1])] {
         let sent = rotation.sent_to.lock().clone();
         for addr in &all {
             assert!(
@@ -271,6 +274,7 @@ async fn static_peers_any_replica_serves_every_request_of_a_session() {
                 "{addr} barely used: {sent:?}"
             );
         }
+        to_non_owners += sent.iter().filter(|a| **a != owner).count();
     }
     let mut forwarded = 0.0;
     for node in &replicas.nodes {
@@ -294,7 +298,11 @@ async fn static_peers_any_replica_serves_every_request_of_a_session() {
             0.0
         );
     }
-    assert!(forwarded > 50.0, "only {forwarded} forwarded requests");
+    // Slack for a request still in flight when its session ended.
+    assert!(
+        forwarded >= 0.9 * to_non_owners as f64 && to_non_owners > 30,
+        "{forwarded} requests forwarded of {to_non_owners} sent to a replica not owning the session"
+    );
     // The sessions are gone everywhere: no replica knows them any more.
     for addr in &all {
         let r = request_quickly(*addr, &alice.sid, Duration::from_secs(2)).await;
