@@ -228,6 +228,32 @@ class Figures:
             i += 1
         return out
 
+    def pair_rounds(self):
+        """One-pair runs of the alternating rounds: [(round, {key: (p50, p99)})], keys as in rounds()."""
+        out = []
+        i = 1
+        while ("direct", "tcp", f"pair{i}") in self.runs:
+            row = {}
+            for s, t, key in (("direct", "tcp", "tcp"), ("tcp-relay", "tcp", "relay"),
+                              ("xmpp-edge", "bosh", "bosh"), ("xmpp-edge", "websocket", "websocket")):
+                d = self.get(s, t, f"pair{i}")
+                if d and d["messages"]:
+                    row[key] = (d["rtt_ms"]["p50"], d["rtt_ms"]["p99"])
+            out.append((i, row))
+            i += 1
+        return out
+
+    def pair_median(self, key, q):
+        """Median over the rounds of one system's pair percentile (q 0: p50, 1: p99)."""
+        xs = sorted(r[key][q] for _, r in self.pair_rounds() if key in r)
+        return xs[len(xs) // 2] if xs else None
+
+    def pair_ratio(self, t):
+        """Median over the rounds of xmpp-edge's pair p99 over direct's in the same round."""
+        xs = sorted(r[t][1] / r["tcp"][1] for _, r in self.pair_rounds()
+                    if t in r and "tcp" in r and r["tcp"][1])
+        return xs[len(xs) // 2] if xs else None
+
     def ab_ratio(self, t):
         """Median over the rounds of xmpp-edge's msgs/s over direct's in the same round."""
         xs = sorted(r[t][0] / r["tcp"][0] for _, r in self.rounds() if t in r and "tcp" in r and r["tcp"][0])
@@ -424,6 +450,8 @@ def report(argv):
     f = Figures(runs)
     images = plots(runs, workdir, docs)
     idle_n = next((d["sessions"] for (s, t, c), d in runs.items() if c == "idle" and not d.get("failed")), 5000)
+    pair_n = next((d["messages"] // 2 for (s, t, c), d in runs.items()
+                   if c.startswith("pair") and not d.get("failed") and d.get("messages")), 1000)
     L = []
     w = L.append
     w("# Benchmarks: xmpp-edge and its peers")
@@ -477,7 +505,8 @@ def report(argv):
     w("  user + system time from `/proc/PID/stat` over that run: Prosody for direct and native,")
     w("  node-xmpp-bosh's own process, xmpp-edge's own process. \"upstream CPU\" is Prosody's (or")
     w("  fake-upstream's) over the same run: what the front end costs the server behind it.")
-    w("- **one pair**: 2 sessions, 1,000 round trips one after another; RTT percentiles.")
+    w("- **one pair**: 2 sessions, 1,000 round trips one after another; RTT percentiles. The")
+    w("  alternating rounds run it again after each loaded echo, which gives medians over 5 rounds.")
     w(f"- **idle**: {idle_n:,} sessions logged in (64 at a time, from 127.0.0.1-4) and left idle (BOSH: one")
     w("  request parked, `hold=1`, on one of its two keep-alive connections; WebSocket: the open socket);")
     w("  RSS growth of the process under test divided by the sessions; every session must answer a")
@@ -606,6 +635,43 @@ def report(argv):
                           for t, c, k in edge if c) + ".")
             w("")
 
+    pair_rounds = f.pair_rounds()
+    if pair_rounds:
+        w("## One pair, in the same alternating rounds")
+        w("")
+        w("After each loaded echo of a round, the same system runs the one-pair echo (2 sessions,")
+        w(f"{pair_n:,} round trips). Round-trip p50 / p99 in ms; \"x direct\" is the p99 over direct's p99 of")
+        w("the same round.")
+        w("")
+        w("| round | direct | bare TCP relay | xmpp-edge BOSH | x direct | xmpp-edge WebSocket | x direct |")
+        w("|---|---|---|---|---|---|---|")
+
+        def pcell(r, t):
+            return f"{r[t][0]:.2f} / {r[t][1]:.2f}" if t in r else "n/a"
+
+        def px(r, t):
+            return ratio(r[t][1], r["tcp"][1]) if t in r and "tcp" in r else "n/a"
+
+        for i, r in pair_rounds:
+            w(f"| {i} | {pcell(r, 'tcp')} | {pcell(r, 'relay')} | {pcell(r, 'bosh')} | {px(r, 'bosh')} "
+              f"| {pcell(r, 'websocket')} | {px(r, 'websocket')} |")
+        med = {k: (f.pair_median(k, 0), f.pair_median(k, 1)) for k in ("tcp", "relay", "bosh", "websocket")}
+
+        def mcell(k):
+            a, b = med[k]
+            return f"{a:.2f} / {b:.2f}" if a is not None and b is not None else "n/a"
+
+        w(f"| median | {mcell('tcp')} | {mcell('relay')} | {mcell('bosh')} | {fmt(f.pair_ratio('bosh'), 2)}x "
+          f"| {mcell('websocket')} | {fmt(f.pair_ratio('websocket'), 2)}x |")
+        w("")
+        relay99, direct99 = med["relay"][1], med["tcp"][1]
+        if relay99 and direct99 and relay99 > 5 * direct99:
+            w(f"The bare relay's p99 ({relay99:.1f} ms) has the signature of Nagle's algorithm (on in Prosody) waiting")
+            w("for an acknowledgement that Linux delays by up to 40 ms: the relay, like most proxies, lets")
+            w("the kernel choose when to acknowledge. xmpp-edge acknowledges what it reads from the server")
+            w("at once (`TCP_QUICKACK`, docs/performance.md), and pays one system call per read for it.")
+            w("")
+
     # ratios
     w("## xmpp-edge against each peer, same run")
     w("")
@@ -672,14 +738,22 @@ def report(argv):
         if not e or not d:
             return verdict(None, "")
         need = need_ms / ISSUE_PAIR_P99[("direct", "tcp")]
-        return verdict(e / d <= need, f"p99 {e / d:.2f}x direct's ({e:.3f} vs {d:.3f} ms), needs <= {need:.2f}x "
-                       f"({need_ms} ms against direct's 0.7 ms in the issue)")
+        separate = f"{e / d:.2f}x direct's ({e:.3f} vs {d:.3f} ms)"
+        median = f.pair_ratio(t)
+        if median is None:
+            return verdict(e / d <= need, f"p99 {separate}, needs <= {need:.2f}x "
+                           f"({need_ms} ms against direct's 0.7 ms in the issue)")
+        return verdict(median <= need, f"p99 {median:.2f}x direct's, median of the alternating rounds, "
+                       f"needs <= {need:.2f}x ({need_ms} ms against direct's 0.7 ms in the issue; "
+                       f"the separate runs: {separate})")
 
     def rtt_t(t, need):
         p = f.pair_rtt("xmpp-edge", t, "p99")
         if p is None:
             return verdict(None, "")
-        return verdict(p <= need, f"p99 {p:.3f} ms, needs <= {need} ms")
+        median = f.pair_median(t, 1)
+        rounds = f"; alternating rounds' median {median:.3f} ms" if median is not None else ""
+        return verdict(p <= need, f"p99 {p:.3f} ms{rounds}, needs <= {need} ms")
 
     def mem_t(t, need):
         k = f.kib("xmpp-edge", t)
