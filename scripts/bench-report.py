@@ -25,6 +25,7 @@ SYSTEMS = [
     ("prosody", "websocket", "Prosody native WebSocket"),
     ("node-xmpp-bosh", "bosh", "node-xmpp-bosh BOSH"),
     ("node-xmpp-bosh", "websocket", "node-xmpp-bosh WebSocket (pre-RFC framing)"),
+    ("punjab", "bosh", "Punjab BOSH"),
     ("xmpp-edge", "bosh", "**xmpp-edge BOSH**"),
     ("xmpp-edge", "websocket", "**xmpp-edge WebSocket**"),
     ("edge+fake", "bosh", "xmpp-edge BOSH, fake upstream (alone)"),
@@ -36,6 +37,7 @@ WHOSE = {
     "direct": "Prosody",
     "prosody": "whole server",
     "node-xmpp-bosh": "its own",
+    "punjab": "its own",
     "xmpp-edge": "its own",
     "edge+fake": "its own",
     "fake": "fake-upstream",
@@ -378,9 +380,11 @@ def plots(runs, workdir, docs):
 
 # The peers' figures in issue 8's table (same machine kind, a calmer sitting).
 ISSUE_CPU = {("direct", "tcp"): 0.073, ("prosody", "bosh"): 0.34, ("prosody", "websocket"): 0.12,
-             ("node-xmpp-bosh", "bosh"): 0.124, ("node-xmpp-bosh", "websocket"): 0.093}
+             ("node-xmpp-bosh", "bosh"): 0.124, ("node-xmpp-bosh", "websocket"): 0.093,
+             ("punjab", "bosh"): 0.52}
 ISSUE_PAIR_P99 = {("direct", "tcp"): 0.7, ("prosody", "bosh"): 1.2, ("prosody", "websocket"): 0.9,
-                  ("node-xmpp-bosh", "bosh"): 7.2, ("node-xmpp-bosh", "websocket"): 4.3}
+                  ("node-xmpp-bosh", "bosh"): 7.2, ("node-xmpp-bosh", "websocket"): 4.3,
+                  ("punjab", "bosh"): 3.6}
 
 
 def reading(f, w, direct_rate):
@@ -492,6 +496,13 @@ def report(argv):
     w("  every `dns.resolve*` fail at once and answers `dns.lookup` from /etc/hosts, so it never")
     w("  queries the system resolver (checked with `strace -f -e trace=connect,sendto,sendmsg`: its only")
     w("  connections go to 127.0.0.1:5222).")
+    w("- **Punjab 0.15** (`loadtest/peers/punjab/start`): the PyPI sdist (sha256-checked) is Python 2")
+    w("  code; the install converts it with lib2to3 plus `py3fixup.py` (our fix-ups for bytes and")
+    w("  Twisted API changes; every edit must apply or the install fails) and runs it on Twisted 22.4.0")
+    w("  (Debian 12's version; hash-pinned wheels in a venv). `run.py` gives every session the route")
+    w("  `xmpp:127.0.0.1:PORT`, so it connects by IP and never looks a name up. Punjab has no")
+    w("  `xmpp:restart`: it restarts the server stream itself on `<success/>`, which our client's restart")
+    w("  request meets as an ordinary poll. BOSH only; single-threaded.")
     w("- **xmpp-edge**: the release build, default settings except per-IP admission limits raised,")
     w("  metrics and admin listeners off, log level `warn`.")
     w("- **xmpp-edge alone**: in front of `fake-upstream` (`loadtest/src/bin/fake-upstream.rs`), a")
@@ -681,8 +692,11 @@ def report(argv):
     w("| xmpp-edge vs | loaded echo msgs/s | one pair RTT p99 | KiB per idle session | CPU-s per 1,000 | logins/s |")
     w("|---|---|---|---|---|---|")
     for t in ("bosh", "websocket"):
-        for peer, pt, name in (("direct", "tcp", "direct c2s"), ("prosody", t, "Prosody native"),
-                               ("node-xmpp-bosh", t, "node-xmpp-bosh")):
+        peers = [("direct", "tcp", "direct c2s"), ("prosody", t, "Prosody native"),
+                 ("node-xmpp-bosh", t, "node-xmpp-bosh")]
+        if t == "bosh":
+            peers.append(("punjab", t, "Punjab"))
+        for peer, pt, name in peers:
             w(f"| {t}: {name} | {ratio(f.echo_rate('xmpp-edge', t), f.echo_rate(peer, pt))} "
               f"| {ratio(f.pair_rtt('xmpp-edge', t, 'p99'), f.pair_rtt(peer, pt, 'p99'))} "
               f"| {ratio(f.kib('xmpp-edge', t), f.kib(peer, pt))} "
