@@ -211,39 +211,37 @@ class Figures:
         d = self.get(s, t, "idle")
         return d["logins_per_sec"] if d and d["logged_in"] else None
 
-    def rounds(self):
-        """Alternating rounds: [(round, {key: (msgs/s, cpu/1000, prosody cpu/1000, kernel cpu/1000)})],
-        key "tcp" (direct), "relay" (the bare TCP relay), "bosh", "websocket" (xmpp-edge)."""
+    ROUND_SYSTEMS = (("direct", "tcp", "tcp"), ("tcp-relay", "tcp", "relay"),
+                     ("xmpp-edge", "bosh", "bosh"), ("xmpp-edge", "websocket", "websocket"))
+
+    def _by_round(self, case, figures):
+        """[(round, {key: figures(system, transport, run)})] over the alternating rounds' runs
+        named case + round number, for the runs that moved messages."""
         out = []
         i = 1
-        while ("direct", "tcp", f"ab{i}") in self.runs:
+        while ("direct", "tcp", f"{case}{i}") in self.runs:
             row = {}
-            for s, t, key in (("direct", "tcp", "tcp"), ("tcp-relay", "tcp", "relay"),
-                              ("xmpp-edge", "bosh", "bosh"), ("xmpp-edge", "websocket", "websocket")):
-                d = self.get(s, t, f"ab{i}")
-                u = self.get(s, t, f"ab{i}-prosody-cpu")
+            for s, t, key in self.ROUND_SYSTEMS:
+                d = self.get(s, t, f"{case}{i}")
                 if d and d["messages"]:
-                    pc = u["ticks"] / 100.0 * 1000.0 / d["messages"] if u else None
-                    row[key] = (d["msgs_per_sec"], d["target_cpu_per_1000_msgs"], pc,
-                                d.get("target_sys_cpu_per_1000_msgs"))
+                    row[key] = figures(s, t, i, d)
             out.append((i, row))
             i += 1
         return out
 
+    def rounds(self):
+        """Alternating rounds: [(round, {key: (msgs/s, cpu/1000, prosody cpu/1000, kernel cpu/1000)})],
+        key "tcp" (direct), "relay" (the bare TCP relay), "bosh", "websocket" (xmpp-edge)."""
+        def figures(s, t, i, d):
+            u = self.get(s, t, f"ab{i}-prosody-cpu")
+            pc = u["ticks"] / 100.0 * 1000.0 / d["messages"] if u else None
+            return (d["msgs_per_sec"], d["target_cpu_per_1000_msgs"], pc,
+                    d.get("target_sys_cpu_per_1000_msgs"))
+        return self._by_round("ab", figures)
+
     def pair_rounds(self):
         """One-pair runs of the alternating rounds: [(round, {key: (p50, p99)})], keys as in rounds()."""
-        out = []
-        i = 1
-        while ("direct", "tcp", f"pair{i}") in self.runs:
-            row = {}
-            for s, t, key in (("direct", "tcp", "tcp"), ("tcp-relay", "tcp", "relay"),
-                              ("xmpp-edge", "bosh", "bosh"), ("xmpp-edge", "websocket", "websocket")):
-                d = self.get(s, t, f"pair{i}")
-                if d and d["messages"]:
-                    row[key] = (d["rtt_ms"]["p50"], d["rtt_ms"]["p99"])
-            out.append((i, row))
-            i += 1
-        return out
+        return self._by_round("pair", lambda s, t, i, d: (d["rtt_ms"]["p50"], d["rtt_ms"]["p99"]))
 
     def pair_median(self, key, q):
         """Median over the rounds of one system's pair percentile (q 0: p50, 1: p99)."""
