@@ -470,18 +470,23 @@ pub async fn churn(
             match Session::login(&target, source).await {
                 Ok((session, _)) => {
                     let took = t0.elapsed();
+                    let leaving = Instant::now();
                     session.close().await;
-                    Ok(took)
+                    Ok((took, leaving.elapsed()))
                 }
                 Err(e) => Err(e.to_string()),
             }
         });
     }
     let mut latencies = Vec::with_capacity(count);
+    let mut closes = Vec::with_capacity(count);
     let mut errors = Vec::new();
     while let Some(joined) = set.join_next().await {
         match joined {
-            Ok(Ok(took)) => latencies.push(took),
+            Ok(Ok((took, closing))) => {
+                latencies.push(took);
+                closes.push(closing);
+            }
             Ok(Err(e)) => errors.push(e),
             Err(e) => errors.push(format!("task: {e}")),
         }
@@ -499,6 +504,9 @@ pub async fn churn(
         "seconds": secs,
         "sessions_per_sec": done as f64 / secs.max(1e-9),
         "setup_ms": Summary::of(&mut latencies).to_json(),
+        // A session holds its in-flight slot until it has left, so a slow
+        // leave lowers the set-up rate as much as a slow login.
+        "leave_ms": Summary::of(&mut closes).to_json(),
         "target_cpu_secs": after.cpu_secs - before.cpu_secs,
         "errors": error_summary(&errors),
     })

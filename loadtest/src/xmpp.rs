@@ -453,9 +453,14 @@ impl BoshSession {
         Ok(())
     }
 
-    /// Reads the answer on connection `i`.
+    /// Reads the answer on connection `i`, where a request was just written.
     async fn answer_on(&mut self, i: usize) -> Result<Bytes, ClientError> {
-        let (_, body) = self.conn(i).await?.read_response().await?;
+        // Not through `conn`: its check for a closed idle connection would
+        // take an answer that has already arrived for the end of a close.
+        let conn = self.conns[i]
+            .as_mut()
+            .ok_or(ClientError::Timeout("no connection to read an answer on"))?;
+        let (_, body) = conn.read_response().await?;
         Ok(body)
     }
 
@@ -815,6 +820,57 @@ mod tests {
         assert!(body_children(&empty).unwrap().is_empty());
         let end = Bytes::from_static(b"<body type='terminate' condition='x'/>");
         assert!(matches!(body_children(&end), Err(ClientError::Ended(_))));
+    }
+
+    /// The answer to a request on the second connection can be in the
+    /// socket before the client turns to read it (the end of a `close`);
+    /// it must be read there, not taken for a closed idle connection
+    /// (which reconnected and waited for an answer that never came).
+    #[tokio::test]
+    async fn an_answer_already_received_is_read_on_its_connection() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&accepted);
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut request = [0u8; 1024];
+                    if socket.read(&mut request).await.unwrap_or(0) > 0 {
+                        let body = "<body type='terminate'/>";
+                        let answer = format!(
+                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
+                        let _ = socket.write_all(answer.as_bytes()).await;
+                    }
+                    // Held open, as a keep-alive connection is.
+                    let _ = socket.read(&mut request).await;
+                });
+            }
+        });
+        let mut session = BoshSession {
+            conns: [None, None],
+            addr,
+            source: None,
+            parked: Some(0),
+            rid: 1,
+            sid: "s".to_owned(),
+            host: addr.to_string(),
+            path: "/http-bind".to_owned(),
+            ready: VecDeque::new(),
+        };
+        session.post_on(1, "<body type='terminate'/>").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let answer = tokio::time::timeout(Duration::from_secs(5), session.answer_on(1))
+            .await
+            .expect("the answer in the socket is read")
+            .unwrap();
+        assert_eq!(text(&answer), "<body type='terminate'/>");
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
     }
 
     #[test]
