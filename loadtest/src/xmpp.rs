@@ -863,7 +863,10 @@ mod tests {
             path: "/http-bind".to_owned(),
             ready: VecDeque::new(),
         };
-        session.post_on(1, "<body type='terminate'/>").await.unwrap();
+        session
+            .post_on(1, "<body type='terminate'/>")
+            .await
+            .unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;
         let answer = tokio::time::timeout(Duration::from_secs(5), session.answer_on(1))
             .await
