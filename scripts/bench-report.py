@@ -257,9 +257,7 @@ class Figures:
 
     def churn_ratio(self, t):
         """Median over the rounds of xmpp-edge's login rate over direct's in the same round."""
-        xs = sorted(r[t][0] / r["tcp"][0] for _, r in self.churn_rounds()
-                    if t in r and "tcp" in r and r["tcp"][0])
-        return xs[len(xs) // 2] if xs else None
+        return median_ratio(self.churn_rounds(), t, "tcp", 0)
 
     def pair_median(self, key, q):
         """Median over the rounds of one system's pair percentile (q 0: p50, 1: p99)."""
@@ -268,20 +266,15 @@ class Figures:
 
     def pair_ratio(self, t):
         """Median over the rounds of xmpp-edge's pair p99 over direct's in the same round."""
-        xs = sorted(r[t][1] / r["tcp"][1] for _, r in self.pair_rounds()
-                    if t in r and "tcp" in r and r["tcp"][1])
-        return xs[len(xs) // 2] if xs else None
+        return median_ratio(self.pair_rounds(), t, "tcp", 1)
 
     def ab_ratio(self, t):
         """Median over the rounds of xmpp-edge's msgs/s over direct's in the same round."""
-        xs = sorted(r[t][0] / r["tcp"][0] for _, r in self.rounds() if t in r and "tcp" in r and r["tcp"][0])
-        return xs[len(xs) // 2] if xs else None
+        return median_ratio(self.rounds(), t, "tcp", 0)
 
     def nxb_cpu_ratio(self, t):
         """Median over the rounds of node-xmpp-bosh's CPU per message over xmpp-edge's, same round."""
-        xs = sorted(r["nxb-" + t][1] / r[t][1] for _, r in self.rounds()
-                    if t in r and "nxb-" + t in r and r[t][1])
-        return xs[len(xs) // 2] if xs else None
+        return median_ratio(self.rounds(), "nxb-" + t, t, 1)
 
     def ab_median(self, t, k):
         xs = sorted(r[t][k] for _, r in self.rounds() if t in r and r[t][k] is not None)
@@ -306,6 +299,28 @@ class Figures:
             "fds": fds,
             "logins_per_sec": sum(p["logins_per_sec"] for p in parts),
         }
+
+
+def median_ratio(rounds, num, den, q):
+    """Median over rounds of figure q of system num over the same figure of den, same round."""
+    xs = sorted(r[num][q] / r[den][q] for _, r in rounds if num in r and den in r and r[den][q])
+    return xs[len(xs) // 2] if xs else None
+
+
+def round_table(w, rounds, cell, q, median_row):
+    """The per-round table of direct, the relay and xmpp-edge: cell(figures) for each system, and
+    xmpp-edge's figure q over direct's of the same round."""
+    w("| round | direct | bare TCP relay | xmpp-edge BOSH | x direct | xmpp-edge WebSocket | x direct |")
+    w("|---|---|---|---|---|---|---|")
+    for i, r in rounds:
+        def c(t):
+            return cell(t, r[t]) if t in r else "n/a"
+
+        def x(t):
+            return ratio(r[t][q], r["tcp"][q]) if t in r and "tcp" in r else "n/a"
+
+        w(f"| {i} | {c('tcp')} | {c('relay')} | {c('bosh')} | {x('bosh')} | {c('websocket')} | {x('websocket')} |")
+    w(median_row)
 
 
 def rss_series(workdir, runs):
@@ -643,20 +658,13 @@ def report(argv):
         w("whichever system ran earlier. Messages/s (the front end's CPU-s per 1,000 messages; Prosody's")
         w("CPU-s per 1,000 messages).")
         w("")
-        w("| round | direct | bare TCP relay | xmpp-edge BOSH | x direct | xmpp-edge WebSocket | x direct |")
-        w("|---|---|---|---|---|---|---|")
-        for i, r in rounds:
-            def cell(t):
-                if t not in r:
-                    return "n/a"
-                rate, cpu, pc, _ = r[t]
-                own = "" if t == "tcp" else f"{cpu:.4f}; "
-                return f"{rate:,.0f} ({own}{fmt(pc, 3)})"
-            def x(t):
-                return ratio(r[t][0], r["tcp"][0]) if t in r and "tcp" in r else "n/a"
-            w(f"| {i} | {cell('tcp')} | {cell('relay')} | {cell('bosh')} | {x('bosh')} "
-              f"| {cell('websocket')} | {x('websocket')} |")
-        w(f"| median | | | | {fmt(f.ab_ratio('bosh'), 2)}x | | {fmt(f.ab_ratio('websocket'), 2)}x |")
+        def ab_cell(t, figures):
+            rate, cpu, pc, _ = figures
+            own = "" if t == "tcp" else f"{cpu:.4f}; "
+            return f"{rate:,.0f} ({own}{fmt(pc, 3)})"
+
+        round_table(w, rounds, ab_cell, 0,
+                    f"| median | | | | {fmt(f.ab_ratio('bosh'), 2)}x | | {fmt(f.ab_ratio('websocket'), 2)}x |")
         w("")
         floor = f.ab_median("relay", 1)
         if floor:
@@ -701,26 +709,15 @@ def report(argv):
         w(f"{pair_n:,} round trips). Round-trip p50 / p99 in ms; \"x direct\" is the p99 over direct's p99 of")
         w("the same round.")
         w("")
-        w("| round | direct | bare TCP relay | xmpp-edge BOSH | x direct | xmpp-edge WebSocket | x direct |")
-        w("|---|---|---|---|---|---|---|")
-
-        def pcell(r, t):
-            return f"{r[t][0]:.2f} / {r[t][1]:.2f}" if t in r else "n/a"
-
-        def px(r, t):
-            return ratio(r[t][1], r["tcp"][1]) if t in r and "tcp" in r else "n/a"
-
-        for i, r in pair_rounds:
-            w(f"| {i} | {pcell(r, 'tcp')} | {pcell(r, 'relay')} | {pcell(r, 'bosh')} | {px(r, 'bosh')} "
-              f"| {pcell(r, 'websocket')} | {px(r, 'websocket')} |")
         med = {k: (f.pair_median(k, 0), f.pair_median(k, 1)) for k in ("tcp", "relay", "bosh", "websocket")}
 
         def mcell(k):
             a, b = med[k]
             return f"{a:.2f} / {b:.2f}" if a is not None and b is not None else "n/a"
 
-        w(f"| median | {mcell('tcp')} | {mcell('relay')} | {mcell('bosh')} | {fmt(f.pair_ratio('bosh'), 2)}x "
-          f"| {mcell('websocket')} | {fmt(f.pair_ratio('websocket'), 2)}x |")
+        round_table(w, pair_rounds, lambda t, p: f"{p[0]:.2f} / {p[1]:.2f}", 1,
+                    f"| median | {mcell('tcp')} | {mcell('relay')} | {mcell('bosh')} | {fmt(f.pair_ratio('bosh'), 2)}x "
+                    f"| {mcell('websocket')} | {fmt(f.pair_ratio('websocket'), 2)}x |")
         w("")
         relay99, direct99 = med["relay"][1], med["tcp"][1]
         if relay99 and direct99 and relay99 > 5 * direct99:
@@ -738,19 +735,8 @@ def report(argv):
         w("Sessions set up per second (set-up p50 in ms); \"x direct\" is the rate over direct's of the")
         w("same round.")
         w("")
-        w("| round | direct | bare TCP relay | xmpp-edge BOSH | x direct | xmpp-edge WebSocket | x direct |")
-        w("|---|---|---|---|---|---|---|")
-
-        def ccell(r, t):
-            return f"{r[t][0]:,.0f} ({r[t][1]:.0f})" if t in r else "n/a"
-
-        def cx(r, t):
-            return ratio(r[t][0], r["tcp"][0]) if t in r and "tcp" in r else "n/a"
-
-        for i, r in churn_rounds:
-            w(f"| {i} | {ccell(r, 'tcp')} | {ccell(r, 'relay')} | {ccell(r, 'bosh')} | {cx(r, 'bosh')} "
-              f"| {ccell(r, 'websocket')} | {cx(r, 'websocket')} |")
-        w(f"| median | | | | {fmt(f.churn_ratio('bosh'), 2)}x | | {fmt(f.churn_ratio('websocket'), 2)}x |")
+        round_table(w, churn_rounds, lambda t, c: f"{c[0]:,.0f} ({c[1]:.0f})", 0,
+                    f"| median | | | | {fmt(f.churn_ratio('bosh'), 2)}x | | {fmt(f.churn_ratio('websocket'), 2)}x |")
         w("")
 
     # ratios
