@@ -7,10 +7,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::bosh::{BoshClient, HTTPBIND, Incoming, login, post, raw_request};
+use common::bosh::{BoshClient, HTTPBIND, login, post, raw_request};
 use common::edge::{Edge, config};
+use common::numbered::numbered;
 use common::prosody::Prosody;
-use common::xml::{assert_namespace_well_formed, attr, children, root_name};
+use common::xml::{assert_namespace_well_formed, attr, children, condition, root_name};
 
 const T: Duration = Duration::from_secs(15);
 
@@ -18,10 +19,6 @@ async fn setup(extra: &str) -> (Prosody, Edge) {
     let prosody = Prosody::start();
     let edge = Edge::start(config(&prosody.addr(), extra)).await;
     (prosody, edge)
-}
-
-fn condition(body: &str) -> Option<String> {
-    attr(body, "condition")
 }
 
 #[test]
@@ -71,43 +68,14 @@ async fn login_restart_bind_roster_presence_and_terminate() {
     let (_prosody, edge) = setup("").await;
     let mut alice = login(edge.addr, "alice", "alice-secret", "web").await;
     assert_eq!(alice.jid, "alice@localhost/web");
-    alice.send(
-        "<iq type='get' id='roster_1' xmlns='jabber:client'><query xmlns='jabber:iq:roster'/></iq>",
-    );
-    let roster = alice
-        .expect(T, "roster result", |s| {
-            s.contains("id='roster_1'") || s.contains("id=\"roster_1\"")
-        })
+    alice.roster_and_presence(T).await;
+    alice
+        .logout(
+            edge.addr,
+            "<presence type='unavailable' xmlns='jabber:client'/>",
+            T,
+        )
         .await;
-    assert!(
-        roster.contains("type='result'") || roster.contains("type=\"result\""),
-        "{roster}"
-    );
-    assert!(roster.contains("jabber:iq:roster"));
-    assert!(
-        roster.contains("xmlns='jabber:client'") || roster.contains("xmlns=\"jabber:client\""),
-        "BOSH-50: {roster}"
-    );
-    alice.send("<presence xmlns='jabber:client'/>");
-    let presence = alice
-        .expect(T, "own presence", |s| s.starts_with("<presence"))
-        .await;
-    assert!(presence.contains("alice@localhost/web"), "{presence}");
-    alice.terminate("<presence type='unavailable' xmlns='jabber:client'/>");
-    let end = alice.terminated(T).await;
-    assert_eq!(attr(&end, "type").as_deref(), Some("terminate"));
-    assert_eq!(condition(&end), None, "BOSH-76: {end}");
-    // BOSH-77: the sid is gone.
-    let late = BoshClient {
-        addr: edge.addr,
-        rotation: None,
-        path: "/http-bind".into(),
-        sid: alice.sid.clone(),
-        first_rid: 1,
-    }
-    .request(99_999_999, "", "")
-    .await;
-    assert_eq!(condition(&late.body).as_deref(), Some("item-not-found"));
 }
 
 /// UP-60: nothing injected, dropped, duplicated or reordered.
@@ -117,47 +85,16 @@ async fn two_sessions_exchange_100_messages_each_way_once_and_in_order() {
     let mut alice = login(edge.addr, "alice", "alice-secret", "a").await;
     let mut bob = login(edge.addr, "bob", "bob-secret", "b").await;
     for i in 0..100 {
-        alice.send(format!(
-            "<message to='bob@localhost/b' type='chat' id='a{i}' xmlns='jabber:client'><body>from-alice {i}</body></message>"
-        ));
-        bob.send(format!(
-            "<message to='alice@localhost/a' type='chat' id='b{i}' xmlns='jabber:client'><body>from-bob {i}</body></message>"
-        ));
+        alice.send(numbered("bob@localhost/b", "a", i));
+        bob.send(numbered("alice@localhost/a", "b", i));
     }
-    for (stream, who) in [(&mut bob, "from-alice"), (&mut alice, "from-bob")] {
-        let mut seen = Vec::new();
-        while seen.len() < 100 {
-            match stream.next(Duration::from_secs(30)).await {
-                Some(Incoming::Stanza(s)) if s.starts_with("<message") => {
-                    let body = s
-                        .split("<body>")
-                        .nth(1)
-                        .and_then(|b| b.split("</body>").next())
-                        .unwrap_or("");
-                    let n: usize = body
-                        .strip_prefix(&format!("{who} "))
-                        .and_then(|n| n.parse().ok())
-                        .unwrap_or_else(|| panic!("unexpected message {s}"));
-                    seen.push(n);
-                }
-                Some(Incoming::Stanza(_)) => {}
-                other => panic!(
-                    "{who}: stream ended or stalled after {} messages: {other:?}",
-                    seen.len()
-                ),
-            }
-        }
-        assert_eq!(
-            seen,
-            (0..100).collect::<Vec<_>>(),
-            "{who}: lost, duplicated or reordered"
-        );
-    }
+    bob.expect_numbered("a", 100, Duration::from_secs(30)).await;
+    alice
+        .expect_numbered("b", 100, Duration::from_secs(30))
+        .await;
     // Nothing more arrives: no duplicates after the 100th.
-    match bob.next(Duration::from_millis(500)).await {
-        Some(Incoming::Stanza(s)) if s.starts_with("<message") => panic!("extra message {s}"),
-        _ => {}
-    }
+    bob.expect_no_more_messages(Duration::from_millis(500))
+        .await;
 }
 
 /// UP-62: a replayed rid never reaches the server twice.

@@ -13,14 +13,14 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::bosh::{
-    BoshClient, BoshStream, HTTPBIND, HttpResponse, Incoming, Rotation, login_rotating, post,
-    raw_request,
+    BoshClient, BoshStream, HTTPBIND, HttpResponse, Rotation, login_rotating, post, raw_request,
 };
 use common::dns::{TestDns, Zone};
 use common::metrics::sum;
+use common::numbered::numbered;
 use common::process::EdgeProcess;
 use common::prosody::{Prosody, free_port};
-use common::xml::attr;
+use common::xml::{attr, condition};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
@@ -144,10 +144,6 @@ async fn metrics(node: &EdgeProcess) -> String {
     get(node.metrics_addr, "/metrics").await.body
 }
 
-fn condition(body: &str) -> Option<String> {
-    attr(body, "condition")
-}
-
 /// Creates a session at `addr` and rotates its later requests over `all`.
 async fn login_at(
     all: &[SocketAddr],
@@ -161,63 +157,21 @@ async fn login_at(
     (stream, rotation)
 }
 
-/// Receives `n` numbered chat bodies `"{prefix} {i}"` and checks they are
-/// 0..n, once each, in order.
-async fn receive_numbered(stream: &mut BoshStream, prefix: &str, n: usize) {
-    let mut seen = Vec::new();
-    while seen.len() < n {
-        match stream.next(T).await {
-            Some(Incoming::Stanza(s)) if s.starts_with("<message") => {
-                let body = s
-                    .split("<body>")
-                    .nth(1)
-                    .and_then(|b| b.split("</body>").next())
-                    .unwrap_or("");
-                let i: usize = body
-                    .strip_prefix(&format!("{prefix} "))
-                    .and_then(|i| i.parse().ok())
-                    .unwrap_or_else(|| panic!("unexpected message {s}"));
-                seen.push(i);
-            }
-            Some(Incoming::Stanza(_)) => {}
-            other => panic!(
-                "{}: ended or stalled after {} messages: {other:?}",
-                stream.jid,
-                seen.len()
-            ),
-        }
-    }
-    assert_eq!(
-        seen,
-        (0..n).collect::<Vec<_>>(),
-        "{}: lost, duplicated or reordered",
-        stream.jid
-    );
-}
-
 /// `n` numbered chat messages each way, then nothing more.
-async fn chat(a: &mut BoshStream, b: &mut BoshStream, n: usize) {
+async fn chat(a: &mut BoshStream, b: &mut BoshStream, n: u64) {
     let (a_jid, b_jid) = (a.jid.clone(), b.jid.clone());
     for i in 0..n {
-        a.send(format!(
-            "<message to='{b_jid}' type='chat' id='a{i}' xmlns='jabber:client'><body>from-a {i}</body></message>"
-        ));
-        b.send(format!(
-            "<message to='{a_jid}' type='chat' id='b{i}' xmlns='jabber:client'><body>from-b {i}</body></message>"
-        ));
+        a.send(numbered(&b_jid, "a", i));
+        b.send(numbered(&a_jid, "b", i));
         if i % 10 == 9 {
             // Spread over many requests, so every replica carries some.
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
-    receive_numbered(b, "from-a", n).await;
-    receive_numbered(a, "from-b", n).await;
+    b.expect_numbered("a", n, T).await;
+    a.expect_numbered("b", n, T).await;
     for s in [a, b] {
-        if let Some(Incoming::Stanza(m)) = s.next(Duration::from_millis(300)).await
-            && m.starts_with("<message")
-        {
-            panic!("extra message {m}");
-        }
+        s.expect_no_more_messages(Duration::from_millis(300)).await;
     }
 }
 

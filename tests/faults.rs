@@ -17,13 +17,11 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::bosh::{BoshClient, Incoming};
-use common::bosh_retry::{
-    self, RetryOptions, RetryStats, RetryingBosh, assert_exactly_once_in_order, collect, numbered,
-    numbers,
-};
+use common::bosh_retry::{self, RetryOptions, RetryStats, RetryingBosh, collect};
 use common::edge::{Edge, config};
 use common::faults::{Dir, Fault, FaultProxy, Rng, seed};
 use common::metrics::sum;
+use common::numbered::{assert_exactly_once_in_order, numbered, numbers};
 use common::process::EdgeProcess;
 use common::prosody::{Prosody, ProsodyOptions, free_port};
 use common::ws::{self, Got, WsClient};
@@ -62,6 +60,31 @@ async fn bosh_user(
     let (client, next, jid) =
         bosh_retry::login(edge, user, &format!("{user}-secret"), resource, create).await;
     RetryingBosh::start(client, next, jid, via, options, rng.fork())
+}
+
+/// Sends `n` numbered messages each way (tag `a` to Bob, `b` to Alice),
+/// `pace` spacing them by 0-30 ms, and checks that each side gets all of
+/// them within `limit`, once each and in order.
+async fn exchange_numbered(
+    alice: &mut RetryingBosh,
+    bob: &mut RetryingBosh,
+    n: u64,
+    limit: Duration,
+    mut pace: Option<&mut Rng>,
+) {
+    for i in 0..n {
+        alice.send(numbered(&bob.jid, "a", i));
+        bob.send(numbered(&alice.jid, "b", i));
+        if let Some(pace) = pace.as_deref_mut() {
+            tokio::time::sleep(pace.millis(0, 30)).await;
+        }
+    }
+    let (to_bob, to_alice) = tokio::join!(
+        collect(bob, "a", n as usize, limit),
+        collect(alice, "b", n as usize, limit),
+    );
+    assert_exactly_once_in_order("bob", &to_bob, n);
+    assert_exactly_once_in_order("alice", &to_alice, n);
 }
 
 /// Text messages of a WebSocket until `count` numbered `tag` messages arrived.
@@ -155,17 +178,8 @@ async fn bosh_54_responses_cut_mid_body_10000_messages_once_in_order() {
     .await;
     const N: u64 = 5_000;
     let started = Instant::now();
-    for n in 0..N {
-        alice.send(numbered(&bob.jid, "a", n));
-        bob.send(numbered(&alice.jid, "b", n));
-    }
-    let (to_bob, to_alice) = tokio::join!(
-        collect(&mut bob, "a", N as usize, Duration::from_secs(60)),
-        collect(&mut alice, "b", N as usize, Duration::from_secs(60)),
-    );
+    exchange_numbered(&mut alice, &mut bob, N, Duration::from_secs(60), None).await;
     let took = started.elapsed();
-    assert_exactly_once_in_order("bob", &to_bob, N);
-    assert_exactly_once_in_order("alice", &to_alice, N);
     bosh_quiet(&mut bob, "a").await;
     bosh_quiet(&mut alice, "b").await;
     let metrics = scrape(edge.metrics_addr).await;
@@ -241,20 +255,16 @@ async fn bosh_55_held_requests_cut_and_resent_are_never_forwarded_twice() {
         &mut rng,
     )
     .await;
-    const N: u64 = 300;
-    let mut pace = rng.fork();
     // A steady trickle, so answers are often written as connections die.
-    for n in 0..N {
-        alice.send(numbered(&bob.jid, "a", n));
-        bob.send(numbered(&alice.jid, "b", n));
-        tokio::time::sleep(pace.millis(0, 30)).await;
-    }
-    let (to_bob, to_alice) = tokio::join!(
-        collect(&mut bob, "a", N as usize, Duration::from_secs(40)),
-        collect(&mut alice, "b", N as usize, Duration::from_secs(40)),
-    );
-    assert_exactly_once_in_order("bob", &to_bob, N);
-    assert_exactly_once_in_order("alice", &to_alice, N);
+    let mut pace = rng.fork();
+    exchange_numbered(
+        &mut alice,
+        &mut bob,
+        300,
+        Duration::from_secs(40),
+        Some(&mut pace),
+    )
+    .await;
     bosh_quiet(&mut alice, "b").await;
     bosh_quiet(&mut bob, "a").await;
     let metrics = scrape(edge.metrics_addr).await;
@@ -324,19 +334,9 @@ async fn bosh_46_55_64_out_of_order_duplicates_and_lagging_acks() {
         edge.addr, proxy.addr, "bob", "ooo", create, options, &mut rng,
     )
     .await;
-    const N: u64 = 1_000;
     let started = Instant::now();
-    for n in 0..N {
-        alice.send(numbered(&bob.jid, "a", n));
-        bob.send(numbered(&alice.jid, "b", n));
-    }
-    let (to_bob, to_alice) = tokio::join!(
-        collect(&mut bob, "a", N as usize, Duration::from_secs(40)),
-        collect(&mut alice, "b", N as usize, Duration::from_secs(40)),
-    );
+    exchange_numbered(&mut alice, &mut bob, 1_000, Duration::from_secs(40), None).await;
     let took = started.elapsed();
-    assert_exactly_once_in_order("bob", &to_bob, N);
-    assert_exactly_once_in_order("alice", &to_alice, N);
     bosh_quiet(&mut bob, "a").await;
     let s = |f: fn(&RetryStats) -> &std::sync::atomic::AtomicU64| {
         stat(f(&alice.stats)) + stat(f(&bob.stats))

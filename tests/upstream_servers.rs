@@ -19,7 +19,7 @@ use common::ejabberd::Ejabberd;
 use common::prosody::{Prosody, ProsodyOptions, free_port};
 use common::recording_upstream::{RecordingUpstream, Script};
 use common::tcp_proxy::CountingProxy;
-use common::xml::attr;
+use common::xml::{attr, condition};
 use xmpp_edge::upstream::pool::UpstreamStatus;
 
 const T: Duration = Duration::from_secs(20);
@@ -46,8 +46,15 @@ fn sessions_on(edge: &Edge, address: &str) -> usize {
         .map_or(0, |s| s.sessions)
 }
 
-fn condition(body: &str) -> Option<String> {
-    attr(body, "condition")
+/// A session creation for `domain` is answered `remote-connection-failed`.
+async fn assert_creation_fails(edge: &Edge, domain: &str, attrs: &str) {
+    let (_, r) = BoshClient::create_for(edge.addr, domain, attrs).await;
+    assert_eq!(
+        condition(&r.body).as_deref(),
+        Some("remote-connection-failed"),
+        "{}",
+        r.body
+    );
 }
 
 fn temp_dir(name: &str) -> std::path::PathBuf {
@@ -60,15 +67,21 @@ fn temp_dir(name: &str) -> std::path::PathBuf {
 
 // --- TLS ---
 
-/// WS-24: STARTTLS upstream is invisible to WebSocket clients too.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn up_30_32_37_starttls_to_a_server_that_requires_it() {
+/// A Prosody that requires STARTTLS, with a certificate from a fresh test CA.
+fn prosody_requiring_starttls() -> (Prosody, common::tls::TestCerts) {
     let certs = common::tls::generate(&temp_dir("certs"));
     let prosody = Prosody::start_with(ProsodyOptions {
         tls: Some(&certs),
         require_encryption: true,
         ..ProsodyOptions::default()
     });
+    (prosody, certs)
+}
+
+/// WS-24: STARTTLS upstream is invisible to WebSocket clients too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_30_32_37_starttls_to_a_server_that_requires_it() {
+    let (prosody, certs) = prosody_requiring_starttls();
     let edge = edge(&format!(
         "[hosts.localhost]\nupstreams = [\"{}\"]\ntls = \"starttls\"\ntls_ca_file = \"{}\"\n",
         prosody.addr(),
@@ -96,49 +109,27 @@ async fn up_30_32_37_starttls_to_a_server_that_requires_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn up_32_starttls_without_the_ca_fails_with_a_clean_error() {
-    let certs = common::tls::generate(&temp_dir("certs"));
-    let prosody = Prosody::start_with(ProsodyOptions {
-        tls: Some(&certs),
-        require_encryption: true,
-        ..ProsodyOptions::default()
-    });
+    let (prosody, _certs) = prosody_requiring_starttls();
     let edge = edge(&format!(
         "[hosts.localhost]\nupstreams = [\"{}\"]\ntls = \"starttls\"\n",
         prosody.addr()
     ))
     .await;
     let started = std::time::Instant::now();
-    let (_, r) = BoshClient::create(edge.addr, "wait='20'").await;
-    assert_eq!(
-        condition(&r.body).as_deref(),
-        Some("remote-connection-failed"),
-        "{}",
-        r.body
-    );
+    assert_creation_fails(&edge, "localhost", "wait='20'").await;
     assert!(started.elapsed() < Duration::from_secs(10));
     assert!(status(&edge)[0].failures >= 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn up_31_required_starttls_on_a_plain_upstream_is_refused() {
-    let certs = common::tls::generate(&temp_dir("certs"));
-    let prosody = Prosody::start_with(ProsodyOptions {
-        tls: Some(&certs),
-        require_encryption: true,
-        ..ProsodyOptions::default()
-    });
+    let (prosody, _certs) = prosody_requiring_starttls();
     let edge = edge(&format!(
         "[hosts.localhost]\nupstreams = [\"{}\"]\n",
         prosody.addr()
     ))
     .await;
-    let (_, r) = BoshClient::create(edge.addr, "wait='20'").await;
-    assert_eq!(
-        condition(&r.body).as_deref(),
-        Some("remote-connection-failed"),
-        "{}",
-        r.body
-    );
+    assert_creation_fails(&edge, "localhost", "wait='20'").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -251,11 +242,7 @@ async fn up_3_dot_target_means_no_service_and_no_fallback() {
         dns.addr
     ))
     .await;
-    let (_, r) = BoshClient::create_for(edge.addr, SRV_DOMAIN, "wait='10'").await;
-    assert_eq!(
-        condition(&r.body).as_deref(),
-        Some("remote-connection-failed")
-    );
+    assert_creation_fails(&edge, SRV_DOMAIN, "wait='10'").await;
     let queries = dns.queries.lock().clone();
     assert!(
         queries
@@ -359,17 +346,9 @@ async fn no_healthy_upstream_is_a_fast_clean_error() {
         "[upstream]\nfailure_threshold = 1\nbackoff_initial_secs = 30\nbackoff_max_secs = 60\n[hosts.localhost]\nupstreams = [\"{dead}\"]\n"
     ))
     .await;
-    let (_, r) = BoshClient::create(edge.addr, "wait='10'").await;
-    assert_eq!(
-        condition(&r.body).as_deref(),
-        Some("remote-connection-failed")
-    );
+    assert_creation_fails(&edge, "localhost", "wait='10'").await;
     let started = std::time::Instant::now();
-    let (_, r) = BoshClient::create(edge.addr, "wait='10'").await;
-    assert_eq!(
-        condition(&r.body).as_deref(),
-        Some("remote-connection-failed")
-    );
+    assert_creation_fails(&edge, "localhost", "wait='10'").await;
     assert!(
         started.elapsed() < Duration::from_millis(500),
         "no connect attempt while down"
@@ -680,13 +659,7 @@ async fn up_4_unreachable_srv_targets_do_not_fall_back_to_the_domain() {
         dns.addr
     ))
     .await;
-    let (_, r) = BoshClient::create_for(edge.addr, SRV_DOMAIN, "wait='10'").await;
-    assert_eq!(
-        condition(&r.body).as_deref(),
-        Some("remote-connection-failed"),
-        "{}",
-        r.body
-    );
+    assert_creation_fails(&edge, SRV_DOMAIN, "wait='10'").await;
     let queries = dns.queries.lock().clone();
     for target in ["xmpp0.test. A", "xmpp1.test. A"] {
         assert!(queries.iter().any(|q| q == target), "{target}: {queries:?}");

@@ -16,7 +16,8 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-use super::xml::{attr, children};
+use super::numbered::{assert_exactly_once_in_order, numbers};
+use super::xml::{attr, children, condition};
 
 /// A parsed HTTP response.
 #[derive(Debug, Clone)]
@@ -364,6 +365,19 @@ async fn try_login_with(
     if !created.body.contains("<mechanism>PLAIN</mechanism>") {
         return Err(format!("no PLAIN in creation response: {}", created.body));
     }
+    let (next_rid, jid) = sign_in(&client, domain, user, password, resource).await?;
+    Ok(BoshStream::start(client, next_rid, jid))
+}
+
+/// SASL PLAIN, the XEP-0206 restart, bind and session on a created session,
+/// request by request; returns the next rid and the bound JID.
+pub async fn sign_in(
+    client: &BoshClient,
+    domain: &str,
+    user: &str,
+    password: &str,
+    resource: &str,
+) -> Result<(u64, String), String> {
     let mut rid = client.first_rid + 1;
     let auth = format!(
         "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{}</auth>",
@@ -402,7 +416,7 @@ async fn try_login_with(
     if !r.body.contains("id='sess_1'") && !r.body.contains("id=\"sess_1\"") {
         return Err(format!("session: {}", r.body));
     }
-    Ok(BoshStream::start(client, rid + 1, jid))
+    Ok((rid + 1, jid))
 }
 
 impl BoshStream {
@@ -457,6 +471,84 @@ impl BoshStream {
                 None => panic!("{}: timed out waiting for {what}", self.jid),
             }
         }
+    }
+
+    /// Fetches the roster, whose result must come in `jabber:client`
+    /// (BOSH-50), then sends initial presence and waits for it to come back.
+    pub async fn roster_and_presence(&mut self, timeout: Duration) {
+        self.send(
+            "<iq type='get' id='roster_1' xmlns='jabber:client'><query xmlns='jabber:iq:roster'/></iq>",
+        );
+        let roster = self
+            .expect(timeout, "roster result", |s| {
+                s.contains("id='roster_1'") || s.contains("id=\"roster_1\"")
+            })
+            .await;
+        assert!(
+            roster.contains("type='result'") || roster.contains("type=\"result\""),
+            "{roster}"
+        );
+        assert!(roster.contains("jabber:iq:roster"), "{roster}");
+        assert!(
+            roster.contains("xmlns='jabber:client'") || roster.contains("xmlns=\"jabber:client\""),
+            "BOSH-50: {roster}"
+        );
+        self.send("<presence xmlns='jabber:client'/>");
+        let presence = self
+            .expect(timeout, "own presence", |s| s.starts_with("<presence"))
+            .await;
+        assert!(presence.contains(&self.jid), "{presence}");
+    }
+
+    /// Waits for `n` messages numbered with `tag` (see `numbered`), allowing
+    /// `stall` between two of them, and checks they came once each and in
+    /// order (UP-60).
+    pub async fn expect_numbered(&mut self, tag: &str, n: u64, stall: Duration) {
+        let mut seen = Vec::new();
+        while (seen.len() as u64) < n {
+            match self.next(stall).await {
+                Some(Incoming::Stanza(s)) => seen.extend(numbers(&s, tag)),
+                other => panic!(
+                    "{}: ended or stalled after {} messages: {other:?}",
+                    self.jid,
+                    seen.len()
+                ),
+            }
+        }
+        assert_exactly_once_in_order(&self.jid, &seen, n);
+    }
+
+    /// No `<message/>` arrives within `quiet`: nothing came twice.
+    pub async fn expect_no_more_messages(&mut self, quiet: Duration) {
+        if let Some(Incoming::Stanza(m)) = self.next(quiet).await
+            && m.starts_with("<message")
+        {
+            panic!("{}: extra message {m}", self.jid);
+        }
+    }
+
+    /// BOSH-76, BOSH-77: ends the session with `payload`; the end carries no
+    /// condition, and the sid is unknown afterwards.
+    pub async fn logout(&mut self, addr: SocketAddr, payload: &str, timeout: Duration) {
+        self.terminate(payload);
+        let end = self.terminated(timeout).await;
+        assert_eq!(attr(&end, "type").as_deref(), Some("terminate"), "{end}");
+        assert_eq!(condition(&end), None, "BOSH-76: {end}");
+        let late = BoshClient {
+            addr,
+            rotation: None,
+            path: "/http-bind".into(),
+            sid: self.sid.clone(),
+            first_rid: 1,
+        }
+        .request(99_999_999, "", "")
+        .await;
+        assert_eq!(
+            condition(&late.body).as_deref(),
+            Some("item-not-found"),
+            "BOSH-77: {}",
+            late.body
+        );
     }
 
     /// Waits until the session reports its end; returns the terminal body.

@@ -11,16 +11,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use base64::Engine as _;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use super::bosh::{
-    BoshClient, HTTPBIND, HttpResponse, Incoming, check_bosh_response, read_response,
+    BoshClient, HTTPBIND, HttpResponse, Incoming, check_bosh_response, read_response, sign_in,
 };
 use super::faults::Rng;
+use super::numbered::numbers;
 use super::xml::{attr, children};
 
 /// How the client behaves.
@@ -137,35 +137,10 @@ pub async fn login(
         "creation: {}",
         created.body
     );
-    let mut rid = client.first_rid + 1;
-    let plain = base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{password}"));
-    let auth =
-        format!("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{plain}</auth>");
-    let r = client.request(rid, "", &auth).await;
-    assert!(r.body.contains("<success"), "auth: {}", r.body);
-    rid += 1;
-    let r = client
-        .request(rid, "to='localhost' xml:lang='en' xmpp:restart='true'", "")
-        .await;
-    assert!(r.body.contains("xmpp-bind"), "restart: {}", r.body);
-    rid += 1;
-    let bind = format!(
-        "<iq type='set' id='bind_1' xmlns='jabber:client'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>{resource}</resource></bind></iq>"
-    );
-    let r = client.request(rid, "", &bind).await;
-    let jid = r
-        .body
-        .split("<jid>")
-        .nth(1)
-        .and_then(|s| s.split("</jid>").next())
-        .unwrap_or_else(|| panic!("bind: {}", r.body))
-        .to_owned();
-    rid += 1;
-    let session = "<iq type='set' id='sess_1' xmlns='jabber:client'><session xmlns='urn:ietf:params:xml:ns:xmpp-session'/></iq>";
-    let r = client.request(rid, "", session).await;
-    assert!(r.body.contains("sess_1"), "session: {}", r.body);
+    let (rid, jid) = sign_in(&client, "localhost", user, password, resource)
+        .await
+        .unwrap_or_else(|e| panic!("login of {user}: {e}"));
     // Available, so messages to the full JID are delivered.
-    rid += 1;
     let r = client
         .request(rid, "", "<presence xmlns='jabber:client'/>")
         .await;
@@ -498,42 +473,4 @@ pub async fn collect(
         }
     }
     seen
-}
-
-/// The sequence numbers of the `<body>tag-N</body>` messages in `text`.
-pub fn numbers(text: &str, tag: &str) -> Vec<u64> {
-    let needle = format!("<body>{tag}-");
-    text.match_indices(&needle)
-        .filter_map(|(at, _)| {
-            let rest = &text[at + needle.len()..];
-            rest[..rest.find('<')?].parse().ok()
-        })
-        .collect()
-}
-
-/// A chat message to `to` numbered `n`.
-pub fn numbered(to: &str, tag: &str, n: u64) -> String {
-    format!("<message to='{to}' type='chat' xmlns='jabber:client'><body>{tag}-{n}</body></message>")
-}
-
-/// Panics unless `seen` is exactly `0..count` (lost, duplicated or reordered otherwise).
-pub fn assert_exactly_once_in_order(who: &str, seen: &[u64], count: u64) {
-    if seen.len() as u64 == count && seen.iter().copied().eq(0..count) {
-        return;
-    }
-    let mut sorted = seen.to_vec();
-    sorted.sort_unstable();
-    let dups = sorted.windows(2).filter(|w| w[0] == w[1]).count();
-    let missing = (0..count)
-        .filter(|n| sorted.binary_search(n).is_err())
-        .count();
-    let first_bad = seen
-        .iter()
-        .enumerate()
-        .find(|(i, n)| **n != *i as u64)
-        .map(|(i, n)| (i, *n));
-    panic!(
-        "{who}: {} received, {dups} duplicated, {missing} missing, first out of place {first_bad:?}",
-        seen.len()
-    );
 }

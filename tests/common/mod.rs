@@ -10,6 +10,7 @@ pub mod ejabberd;
 pub mod faults;
 pub mod https;
 pub mod metrics;
+pub mod numbered;
 pub mod process;
 pub mod prosody;
 pub mod recording_upstream;

@@ -50,6 +50,11 @@ pub fn attr(xml: &str, name: &str) -> Option<String> {
     None
 }
 
+/// A BOSH body's `condition` attribute.
+pub fn condition(body: &str) -> Option<String> {
+    attr(body, "condition")
+}
+
 /// Checks that `doc` is namespace-well-formed and returns the root's namespace and local name.
 pub fn root_name(doc: &str) -> (String, String) {
     let mut reader = quick_xml::NsReader::from_str(doc);
