@@ -94,6 +94,22 @@ fn ack_now(stream: &TcpStream) {
     let _ = stream;
 }
 
+/// Reads what `stream` has into `buf` (at least `reserve` bytes of room),
+/// then acknowledges it at once; the peer closing is an error.
+async fn read_more(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    reserve: usize,
+    step: &'static str,
+) -> Result<(), ClientError> {
+    buf.reserve(reserve);
+    if stream.read_buf(buf).await.map_err(io(step))? == 0 {
+        return Err(ClientError::Ended(format!("{step}: connection closed")));
+    }
+    ack_now(stream);
+    Ok(())
+}
+
 /// Connects from `source` (one of several loopback addresses, to go beyond
 /// one address's ephemeral ports).
 pub async fn connect(addr: SocketAddr, source: Option<IpAddr>) -> Result<TcpStream, ClientError> {
@@ -249,16 +265,7 @@ impl HttpConn {
                     return Ok((status, body));
                 }
             }
-            self.buf.reserve(4096);
-            let n = self
-                .stream
-                .read_buf(&mut self.buf)
-                .await
-                .map_err(io("BOSH response"))?;
-            if n == 0 {
-                return Err(ClientError::Ended("HTTP connection closed".into()));
-            }
-            ack_now(&self.stream);
+            read_more(&mut self.stream, &mut self.buf, 4096, "BOSH response").await?;
         }
     }
 
@@ -770,16 +777,7 @@ impl TcpSession {
             if !out.is_empty() {
                 return Ok(out);
             }
-            self.buf.reserve(8192);
-            let n = self
-                .stream
-                .read_buf(&mut self.buf)
-                .await
-                .map_err(io("c2s read"))?;
-            if n == 0 {
-                return Err(ClientError::Ended("connection closed".into()));
-            }
-            ack_now(&self.stream);
+            read_more(&mut self.stream, &mut self.buf, 8192, "c2s read").await?;
         }
     }
 
