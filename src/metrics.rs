@@ -133,14 +133,17 @@ pub struct Metrics {
     pub cluster_forwarded: IntCounterVec,
     /// Known peers (cluster mode), by state: set by discovery.
     pub cluster_peers: IntGaugeVec,
+    /// Streams opened to each upstream server, by domain and server: the
+    /// pools count into it (`Upstreams::with_server_counters`).
+    pub upstream_connects: IntCounterVec,
+    /// Failures of each upstream server, by domain and server.
+    pub upstream_failures: IntCounterVec,
     sessions_live: IntGaugeVec,
     bosh_held_requests: IntGauge,
     queued_bytes: IntGaugeVec,
     upstream_up: IntGaugeVec,
     upstream_sessions: IntGaugeVec,
     upstream_warm: IntGaugeVec,
-    upstream_connects: IntGaugeVec,
-    upstream_failures: IntGaugeVec,
     draining: IntGauge,
     /// Children of the per-message counters, resolved once: every
     /// `with_label_values` call hashes its labels and takes a read lock.
@@ -379,16 +382,16 @@ impl Metrics {
                 "Pre-dialed connections ready.",
                 &["domain", "upstream"],
             )?,
-            upstream_connects: gauge_vec(
+            upstream_connects: counter_vec(
                 &r,
-                "xmpp_edge_upstream_connects",
-                "Streams opened to the upstream server since the configuration was loaded.",
+                "xmpp_edge_upstream_connects_total",
+                "Streams opened to the upstream server (health-check probes included).",
                 &["domain", "upstream"],
             )?,
-            upstream_failures: gauge_vec(
+            upstream_failures: counter_vec(
                 &r,
-                "xmpp_edge_upstream_failures",
-                "Failures of the upstream server since the configuration was loaded.",
+                "xmpp_edge_upstream_failures_total",
+                "Failures of the upstream server: failed connects and probes, streams lost mid-session.",
                 &["domain", "upstream"],
             )?,
             draining: gauge(
@@ -527,8 +530,6 @@ impl Metrics {
             &self.upstream_up,
             &self.upstream_sessions,
             &self.upstream_warm,
-            &self.upstream_connects,
-            &self.upstream_failures,
         ] {
             vec.reset();
         }
@@ -544,12 +545,6 @@ impl Metrics {
             self.upstream_warm
                 .with_label_values(&labels)
                 .set(clamp(u.warm as u64));
-            self.upstream_connects
-                .with_label_values(&labels)
-                .set(clamp(u.connects));
-            self.upstream_failures
-                .with_label_values(&labels)
-                .set(clamp(u.failures));
         }
         self.draining.set(i64::from(levels.draining));
     }

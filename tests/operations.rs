@@ -13,7 +13,7 @@ use common::bosh::{BoshClient, HttpResponse, Incoming, login as bosh_login, raw_
 use common::edge::{Edge, config};
 use common::metrics::sum;
 use common::process::{EdgeProcess, binary};
-use common::prosody::Prosody;
+use common::prosody::{Prosody, free_port};
 use common::ws::{self, Got};
 use common::xml::attr;
 use futures_util::SinkExt;
@@ -578,6 +578,59 @@ async fn sighup_reloads_and_a_broken_file_keeps_the_old_config() {
             "xmpp_edge_config_reloads_total{result=\"rejected\"}"
         ),
         2.0
+    );
+}
+
+/// Each upstream server's connects and failures are Prometheus counters:
+/// a reload that rebuilds the server's entry (a new weight) does not restart
+/// them, and a server that cannot be reached counts its failures.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_connects_and_failures_are_counters_that_survive_a_reload() {
+    let prosody = Prosody::start();
+    let dead = format!("127.0.0.1:{}", free_port());
+    let config = |weight: u16| {
+        format!(
+            "[hosts.localhost]\nupstreams = [{{ address = \"{}\", weight = {weight} }}]\n\
+             [hosts.\"example.test\"]\nupstreams = [\"{dead}\"]\n",
+            prosody.addr()
+        )
+    };
+    let edge = EdgeProcess::start("counters", "", &config(1));
+    let connects = format!(
+        "xmpp_edge_upstream_connects_total{{domain=\"localhost\",upstream=\"{}\"}}",
+        prosody.addr()
+    );
+    let failures =
+        format!("xmpp_edge_upstream_failures_total{{domain=\"example.test\",upstream=\"{dead}\"}}");
+    let metrics = || async { get(edge.metrics_addr, "/metrics", "").await.body };
+
+    let before = metrics().await;
+    assert!(
+        before.contains("# TYPE xmpp_edge_upstream_connects_total counter"),
+        "{before}"
+    );
+    assert_eq!(sample(&before, &connects), 0.0, "{before}");
+    let _alice = bosh_login(edge.addr, "alice", "alice-secret", "c1").await;
+    let (_, r) = BoshClient::create_for(edge.addr, "example.test", "wait='5'").await;
+    assert_eq!(
+        attr(&r.body, "condition").as_deref(),
+        Some("remote-connection-failed"),
+        "{}",
+        r.body
+    );
+    let first = metrics().await;
+    assert_eq!(sample(&first, &connects), 1.0, "{first}");
+    assert!(sample(&first, &failures) >= 1.0, "{first}");
+
+    edge.rewrite_config("", &config(2));
+    let r = send(edge.admin_addr, "POST", "/admin/reload", "").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let _bob = bosh_login(edge.addr, "bob", "bob-secret", "c2").await;
+    let after = metrics().await;
+    assert_eq!(sample(&after, &connects), 2.0, "{after}");
+    assert!(
+        sample(&after, &failures) >= sample(&first, &failures),
+        "{after}"
     );
 }
 

@@ -16,6 +16,7 @@ use common::bosh::{BoshClient, login, login_to, try_login};
 use common::dns::{TestDns, Zone};
 use common::edge::Edge;
 use common::ejabberd::Ejabberd;
+use common::metrics::sum;
 use common::prosody::{Prosody, ProsodyOptions, free_port};
 use common::recording_upstream::{RecordingUpstream, Script};
 use common::tcp_proxy::CountingProxy;
@@ -207,6 +208,31 @@ async fn up_2_srv_priority_first_then_failover() {
     assert_eq!(
         sessions_on(&edge, &format!("xmpp1.test:{}", second.port)),
         1
+    );
+    // Servers found through DNS count into the per-server counters too.
+    let metrics = common::bosh::raw_request(
+        edge.metrics_addr,
+        b"GET /metrics HTTP/1.1\r\nHost: m\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .body;
+    let count =
+        |name: &str, target: String| sum(&metrics, name, &["domain=\"example.test\"", &target]);
+    let first_server = format!("upstream=\"xmpp0.test:{}\"", first.port);
+    let second_server = format!("upstream=\"xmpp1.test:{}\"", second.port);
+    assert_eq!(
+        count("xmpp_edge_upstream_connects_total", first_server.clone()),
+        1.0,
+        "{metrics}"
+    );
+    assert!(
+        count("xmpp_edge_upstream_failures_total", first_server) >= 1.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        count("xmpp_edge_upstream_connects_total", second_server),
+        1.0,
+        "{metrics}"
     );
 }
 

@@ -22,7 +22,7 @@ use crate::bosh::BoshLimits;
 use crate::config::Config;
 use crate::metrics::{Metrics, MetricsError};
 use crate::sessions::SessionTable;
-use crate::upstream::pool::{PoolSetupError, Upstreams};
+use crate::upstream::pool::{PoolSetupError, UpstreamCounters, Upstreams};
 use crate::upstream::proxy_protocol::ClientInfo;
 use crate::websocket::WsLimits;
 use crate::xml::reserialize::ClientXmlLimits;
@@ -145,7 +145,11 @@ impl Runtime {
             (None, None) => None,
         };
         let mut upstreams = Upstreams::new(&config)?
-            .with_connect_histogram(metrics.upstream_connect_seconds.clone());
+            .with_connect_histogram(metrics.upstream_connect_seconds.clone())
+            .with_server_counters(UpstreamCounters {
+                connects: metrics.upstream_connects.clone(),
+                failures: metrics.upstream_failures.clone(),
+            });
         if let Some(previous) = previous {
             upstreams.adopt(&previous.upstreams);
         }

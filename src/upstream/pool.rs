@@ -89,6 +89,17 @@ pub struct Upstream {
     connects: AtomicU64,
     failures: AtomicU64,
     tls_resumptions: AtomicU64,
+    /// The process-wide metrics counters of this server, once attached.
+    counters: std::sync::OnceLock<ServerCounters>,
+}
+
+/// One server's children of the `xmpp_edge_upstream_*_total` counters. They
+/// are keyed by domain and address, so a server that a reload rebuilds
+/// (another weight, say) keeps counting where it was.
+#[derive(Debug)]
+struct ServerCounters {
+    connects: prometheus::IntCounter,
+    failures: prometheus::IntCounter,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -137,7 +148,19 @@ impl Upstream {
             connects: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             tls_resumptions: AtomicU64::new(0),
+            counters: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Counts this server's connects and failures in `counters` too.
+    fn attach(&self, domain: &str, counters: &UpstreamCounters) {
+        let address = self.candidate.address();
+        let labels = [domain, address.as_str()];
+        // Set once, when the pools that list it are built.
+        let _ = self.counters.set(ServerCounters {
+            connects: counters.connects.with_label_values(&labels),
+            failures: counters.failures.with_label_values(&labels),
+        });
     }
 
     /// In rotation: never failed enough, or its back-off is over (one more try).
@@ -154,6 +177,9 @@ impl Upstream {
 
     fn record_success(&self, settings: &HealthSettings) {
         self.connects.fetch_add(1, Ordering::Relaxed);
+        if let Some(c) = self.counters.get() {
+            c.connects.inc();
+        }
         let mut h = self.health.lock();
         if h.down_until.is_some() {
             tracing::info!(upstream = %self.candidate.address(), "upstream back in rotation");
@@ -165,6 +191,9 @@ impl Upstream {
 
     fn record_failure(&self, now: Instant, settings: &HealthSettings) {
         self.failures.fetch_add(1, Ordering::Relaxed);
+        if let Some(c) = self.counters.get() {
+            c.failures.inc();
+        }
         let mut h = self.health.lock();
         h.consecutive_failures = h.consecutive_failures.saturating_add(1);
         if h.consecutive_failures >= settings.failure_threshold {
@@ -252,6 +281,15 @@ struct HostRoute {
     warm: usize,
 }
 
+/// The metrics counters the pools count connects and failures into.
+#[derive(Clone, Debug)]
+pub struct UpstreamCounters {
+    /// Streams opened, by domain and upstream.
+    pub connects: prometheus::IntCounterVec,
+    /// Failures, by domain and upstream.
+    pub failures: prometheus::IntCounterVec,
+}
+
 /// Every served domain's upstreams.
 pub struct Upstreams {
     hosts: HashMap<String, HostRoute>,
@@ -260,6 +298,8 @@ pub struct Upstreams {
     health: HealthSettings,
     /// Time per stream opened, by domain and result (metrics).
     connect_seconds: Option<prometheus::HistogramVec>,
+    /// Connects and failures per listed server (metrics).
+    server_counters: Option<UpstreamCounters>,
     /// Replaced by a reload: background tasks stop.
     retired: std::sync::atomic::AtomicBool,
 }
@@ -279,6 +319,21 @@ impl Upstreams {
     /// domain, result).
     pub fn with_connect_histogram(mut self, histogram: prometheus::HistogramVec) -> Self {
         self.connect_seconds = Some(histogram);
+        self
+    }
+
+    /// Counts every listed server's connects and failures in `counters`
+    /// (labels: domain, upstream); servers found through DNS later join
+    /// when they are found.
+    pub fn with_server_counters(mut self, counters: UpstreamCounters) -> Self {
+        for route in self.hosts.values() {
+            if let Source::Static(list) = &route.source {
+                for upstream in list {
+                    upstream.attach(&route.domain, &counters);
+                }
+            }
+        }
+        self.server_counters = Some(counters);
         self
     }
 
@@ -375,6 +430,7 @@ impl Upstreams {
             settings: Arc::new(config.conn_settings()),
             health,
             connect_seconds: None,
+            server_counters: None,
             retired: std::sync::atomic::AtomicBool::new(false),
         })
     }
@@ -587,7 +643,11 @@ impl Upstreams {
             .into_iter()
             .map(|c| {
                 let upstream = known.entry(c.address()).or_insert_with(|| {
-                    Arc::new(Upstream::new(c.clone(), route.proxy, &self.health))
+                    let found = Arc::new(Upstream::new(c.clone(), route.proxy, &self.health));
+                    if let Some(counters) = &self.server_counters {
+                        found.attach(&route.domain, counters);
+                    }
+                    found
                 });
                 Arc::clone(upstream.value())
             })
