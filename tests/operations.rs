@@ -15,7 +15,7 @@ use common::metrics::sum;
 use common::process::{EdgeProcess, binary};
 use common::prosody::{Prosody, free_port};
 use common::ws::{self, Got};
-use common::xml::attr;
+use common::xml::{assert_condition, attr};
 use futures_util::SinkExt;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -613,12 +613,7 @@ async fn upstream_connects_and_failures_are_counters_that_survive_a_reload() {
     assert!(before.contains(&format!("{connects} 0")), "{before}");
     let _alice = bosh_login(edge.addr, "alice", "alice-secret", "c1").await;
     let (_, r) = BoshClient::create_for(edge.addr, "example.test", "wait='5'").await;
-    assert_eq!(
-        attr(&r.body, "condition").as_deref(),
-        Some("remote-connection-failed"),
-        "{}",
-        r.body
-    );
+    assert_condition(&r.body, "remote-connection-failed");
     let first = metrics().await;
     assert_eq!(sample(&first, &connects), 1.0, "{first}");
     assert!(sample(&first, &failures) >= 1.0, "{first}");
@@ -655,19 +650,9 @@ async fn bosh_82b_a_domain_removed_by_reload_is_host_gone() {
     let r = send(edge.admin_addr, "POST", "/admin/reload", "").await;
     assert_eq!(r.status, 200, "{}", r.body);
     let r = leaving.request(leaving.first_rid + 1, "", "").await;
-    assert_eq!(
-        attr(&r.body, "condition").as_deref(),
-        Some("host-gone"),
-        "{}",
-        r.body
-    );
+    assert_condition(&r.body, "host-gone");
     let (_, r) = BoshClient::create_for(edge.addr, "example.test", "wait='5'").await;
-    assert_eq!(
-        attr(&r.body, "condition").as_deref(),
-        Some("host-unknown"),
-        "{}",
-        r.body
-    );
+    assert_condition(&r.body, "host-unknown");
     let r = staying.request(staying.first_rid + 1, "", "").await;
     assert!(!r.body.contains("terminate"), "{}", r.body);
     // The server the new configuration still lists kept its state: the

@@ -20,7 +20,7 @@ use common::metrics::sum;
 use common::prosody::{Prosody, ProsodyOptions, free_port};
 use common::recording_upstream::{RecordingUpstream, Script};
 use common::tcp_proxy::CountingProxy;
-use common::xml::{attr, condition};
+use common::xml::{assert_condition, attr, condition};
 use xmpp_edge::upstream::pool::UpstreamStatus;
 
 const T: Duration = Duration::from_secs(20);
@@ -50,12 +50,7 @@ fn sessions_on(edge: &Edge, address: &str) -> usize {
 /// A session creation for `domain` is answered `remote-connection-failed`.
 async fn assert_creation_fails(edge: &Edge, domain: &str, attrs: &str) {
     let (_, r) = BoshClient::create_for(edge.addr, domain, attrs).await;
-    assert_eq!(
-        condition(&r.body).as_deref(),
-        Some("remote-connection-failed"),
-        "{}",
-        r.body
-    );
+    assert_condition(&r.body, "remote-connection-failed");
 }
 
 fn temp_dir(name: &str) -> std::path::PathBuf {

@@ -55,6 +55,11 @@ pub fn condition(body: &str) -> Option<String> {
     attr(body, "condition")
 }
 
+/// Panics unless the BOSH body ends the session with `expected`.
+pub fn assert_condition(body: &str, expected: &str) {
+    assert_eq!(condition(body).as_deref(), Some(expected), "{body}");
+}
+
 /// Checks that `doc` is namespace-well-formed and returns the root's namespace and local name.
 pub fn root_name(doc: &str) -> (String, String) {
     let mut reader = quick_xml::NsReader::from_str(doc);
