@@ -710,12 +710,21 @@ async fn ws_30_client_that_stops_reading_is_closed_by_policy_with_bounded_backlo
          largest backlog seen {max_backlog} B (limit {BACKLOG}); bob got {} before the close",
         bob_seen.len()
     );
+    // The close came from the backlog crossing the limit: the relay counts a
+    // slow-client close and a `client_backlog` limit hit only when its queue
+    // is over `max_backlog_bytes`. (The 1 ms sampler can miss the last
+    // growth before the close, so it only bounds the peak from above.)
+    assert_eq!(slow_closes(), 1);
+    assert_eq!(
+        edge.state
+            .metrics
+            .limit_hits
+            .with_label_values(&["client_backlog"])
+            .get(),
+        1
+    );
     // One element over the limit at most (the one that crossed it).
     assert!(max_backlog <= BACKLOG + 16_384.0, "backlog {max_backlog}");
-    assert!(
-        max_backlog > BACKLOG / 2.0,
-        "the backlog did build up: {max_backlog}"
-    );
 }
 
 // --- 6. half-open connections and clients that vanish -----------------------
