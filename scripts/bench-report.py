@@ -110,6 +110,9 @@ def summary(line):
                 f"{r['skipped_target_busy']} skipped), p50 {r['setup_ms']['p50']} ms")
     else:
         return line[:200]
+    steal = steal_cores(r)
+    if steal is not None:
+        text += f", host steal {steal:.2f} CPUs"
     errors = {**r.get("login_errors", {}), **r.get("errors", {}), **r.get("idle_errors", {})}
     if errors:
         text += f", errors {json.dumps(errors)[:300]}"
@@ -243,8 +246,14 @@ class Figures:
             u = self.get(s, t, f"ab{i}-prosody-cpu")
             pc = u["ticks"] / 100.0 * 1000.0 / d["messages"] if u else None
             return (d["msgs_per_sec"], d["target_cpu_per_1000_msgs"], pc,
-                    d.get("target_sys_cpu_per_1000_msgs"))
+                    d.get("target_sys_cpu_per_1000_msgs"), steal_cores(d))
         return self._by_round("ab", figures)
+
+    def steal_range(self):
+        """(lowest, median, highest) CPUs the host held back over the loaded echo runs of the
+        alternating rounds, or None where loadtest did not report it."""
+        xs = sorted(f[4] for _, r in self.rounds() for f in r.values() if f[4] is not None)
+        return (xs[0], xs[len(xs) // 2], xs[-1]) if xs else None
 
     def pair_rounds(self):
         """One-pair runs of the alternating rounds: [(round, {key: (p50, p99)})], keys as in rounds()."""
@@ -299,6 +308,13 @@ class Figures:
             "fds": fds,
             "logins_per_sec": sum(p["logins_per_sec"] for p in parts),
         }
+
+
+def steal_cores(d):
+    """CPUs the hypervisor held back from this VM during a run, on average (loadtest reads
+    the `steal` column of /proc/stat), or None."""
+    m = d.get("machine")
+    return m.get("steal_cores") if isinstance(m, dict) else None
 
 
 def median_ratio(rounds, num, den, q):
@@ -659,13 +675,30 @@ def report(argv):
         w("CPU-s per 1,000 messages).")
         w("")
         def ab_cell(t, figures):
-            rate, cpu, pc, _ = figures
+            rate, cpu, pc, _, _ = figures
             own = "" if t == "tcp" else f"{cpu:.4f}; "
             return f"{rate:,.0f} ({own}{fmt(pc, 3)})"
 
         round_table(w, rounds, ab_cell, 0,
                     f"| median | | | | {fmt(f.ab_ratio('bosh'), 2)}x | | {fmt(f.ab_ratio('websocket'), 2)}x |")
         w("")
+        steal = f.steal_range()
+        if steal:
+            w("**CPU the host took.** This machine is a VM on a shared host. During these runs the")
+            w(f"hypervisor held back {steal[0]:.2f} to {steal[2]:.2f} of its {machine['nproc']} CPUs on average")
+            w(f"(median {steal[1]:.2f}; the `steal` column of /proc/stat, which no process's own CPU time")
+            w("shows). Prosody needs a whole CPU in every run and the host's share changes from minute to")
+            w("minute, so it moves each run's rate whichever front end the run measures. CPUs held back,")
+            w("per run:")
+            w("")
+            names = [("tcp", "direct"), ("relay", "bare TCP relay"), ("bosh", "xmpp-edge BOSH"),
+                     ("websocket", "xmpp-edge WebSocket"), ("nxb-bosh", "node-xmpp-bosh BOSH"),
+                     ("nxb-websocket", "node-xmpp-bosh WebSocket")]
+            w("| round | " + " | ".join(n for _, n in names) + " |")
+            w("|---|" + "---|" * len(names))
+            for i, r in rounds:
+                w(f"| {i} | " + " | ".join(fmt(r[k][4], 2) if k in r else "n/a" for k, _ in names) + " |")
+            w("")
         floor = f.ab_median("relay", 1)
         if floor:
             floor_k = f.ab_median("relay", 3)

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use crate::procstat::{self, ProcStat};
+use crate::procstat::{self, MachineStat, ProcStat};
 use crate::stats::Summary;
 use crate::xmpp::{ClientError, Session, Target};
 
@@ -33,6 +33,14 @@ impl Common {
 
     fn stat(&self) -> ProcStat {
         procstat::read_all(&self.pids)
+    }
+}
+
+/// The machine's busy and stolen CPU since `before` (JSON null if unknown).
+fn machine_since(before: Option<MachineStat>) -> serde_json::Value {
+    match (before, MachineStat::read()) {
+        (Some(before), Some(now)) => now.since(&before),
+        _ => serde_json::Value::Null,
     }
 }
 
@@ -122,6 +130,7 @@ async fn ping(session: &mut Session, jid: &str, n: u64) -> Result<(), ClientErro
 /// must answer a ping.
 pub async fn idle(common: &Common, sessions: usize, hold: Duration) -> serde_json::Value {
     let before = common.stat();
+    let machine_before = MachineStat::read();
     let started = Instant::now();
     let (logged_in, latencies, errors) = login_many(common, sessions, 0).await;
     let login_secs = started.elapsed().as_secs_f64();
@@ -177,6 +186,7 @@ pub async fn idle(common: &Common, sessions: usize, hold: Duration) -> serde_jso
     let failures = failures.lock().clone();
     serde_json::json!({
         "mode": "idle",
+        "machine": machine_since(machine_before),
         "transport": format!("{:?}", common.target.transport).to_lowercase(),
         "sessions": sessions,
         "logged_in": logged,
@@ -216,6 +226,7 @@ pub async fn echo(common: &Common, sessions: usize, messages: usize) -> serde_js
     let (logged_in, _, errors) = login_many(common, sessions & !1, 0).await;
     let pairs = logged_in.len() / 2;
     let before = common.stat();
+    let machine_before = MachineStat::read();
     let started = Instant::now();
     let mut set = JoinSet::new();
     let mut iter = logged_in.into_iter();
@@ -314,6 +325,7 @@ pub async fn echo(common: &Common, sessions: usize, messages: usize) -> serde_js
     let failures = failures.lock().clone();
     serde_json::json!({
         "mode": "echo",
+        "machine": machine_since(machine_before),
         "transport": format!("{:?}", common.target.transport).to_lowercase(),
         "sessions": pairs * 2,
         "messages": total,
@@ -344,6 +356,7 @@ pub async fn flood(
     let interval = Duration::from_secs_f64(1.0 / per_pair.max(1e-6));
     let epoch = Instant::now() + Duration::from_millis(200);
     let before = common.stat();
+    let machine_before = MachineStat::read();
     let mut set = JoinSet::new();
     let mut iter = logged_in.into_iter();
     let sent = Arc::new(AtomicU64::new(0));
@@ -425,6 +438,7 @@ pub async fn flood(
     let failures = failures.lock().clone();
     serde_json::json!({
         "mode": "flood",
+        "machine": machine_since(machine_before),
         "transport": format!("{:?}", common.target.transport).to_lowercase(),
         "sessions": pairs * 2,
         "offered_per_sec": rate,
@@ -452,6 +466,7 @@ pub async fn churn(
     let limit = Arc::new(Semaphore::new(max_in_flight.max(1)));
     let started = Instant::now();
     let before = common.stat();
+    let machine_before = MachineStat::read();
     let mut set = JoinSet::new();
     let mut skipped = 0usize;
     for i in 0..count {
@@ -496,6 +511,7 @@ pub async fn churn(
     let done = latencies.len();
     serde_json::json!({
         "mode": "churn",
+        "machine": machine_since(machine_before),
         "transport": format!("{:?}", common.target.transport).to_lowercase(),
         "offered_per_sec": rate,
         "attempted": count,
