@@ -40,7 +40,7 @@ mod size_guards {
     fn per_session_structs_stay_small() {
         assert!(size_of::<crate::bosh::BoshSession>() <= 648);
         assert!(size_of::<crate::relay::bosh::BoshShared>() <= 784);
-        assert!(size_of::<crate::sessions::SessionInfo>() <= 256);
+        assert!(size_of::<crate::sessions::SessionInfo>() <= 264);
         assert!(size_of::<crate::upstream::conn::UpstreamConn>() <= 296);
         assert!(size_of::<crate::xml::splitter::Splitter>() <= 160);
         assert!(size_of::<crate::stanza::Stanza>() <= 40);

@@ -215,7 +215,8 @@ impl SessionState {
 /// plain atomic stores and read by the admin API and the metrics scrape.
 #[derive(Debug)]
 pub struct SessionInfo {
-    /// The session id (BOSH `sid`; for WebSocket, the stream id).
+    /// xmpp-edge's id for the session: the BOSH `sid`; for WebSocket an id
+    /// of its own (the client sees the server's stream id, [`Self::stream_id`]).
     pub sid: Sid,
     /// Front end.
     pub transport: Transport,
@@ -228,6 +229,8 @@ pub struct SessionInfo {
     domain: OnceLock<Box<str>>,
     upstream: OnceLock<Box<str>>,
     jid: OnceLock<Box<str>>,
+    /// The server's current stream id (it changes at each stream restart).
+    stream_id: arc_swap::ArcSwapOption<Box<str>>,
     state: AtomicU8,
     /// Milliseconds after `started` of the client's last request or frame.
     last_client_ms: AtomicU64,
@@ -263,6 +266,7 @@ impl SessionInfo {
             domain: OnceLock::new(),
             upstream: OnceLock::new(),
             jid: OnceLock::new(),
+            stream_id: arc_swap::ArcSwapOption::empty(),
             state: AtomicU8::new(0),
             last_client_ms: AtomicU64::new(0),
             stanzas_to_client: AtomicU64::new(0),
@@ -311,6 +315,17 @@ impl SessionInfo {
     /// Records the bound JID.
     pub fn set_jid(&self, jid: &str) {
         let _ = self.jid.set(jid.into());
+    }
+
+    /// The id of the server's current stream: what the client sees as BOSH
+    /// `authid` or in the WebSocket `<open id=…/>`, and what the server logs.
+    pub fn stream_id(&self) -> Option<Arc<Box<str>>> {
+        self.stream_id.load_full()
+    }
+
+    /// Records the id of a stream the server opened (the latest one wins).
+    pub fn set_stream_id(&self, id: &str) {
+        self.stream_id.store(Some(Arc::new(id.into())));
     }
 
     /// Where the session is.

@@ -225,9 +225,26 @@ async fn admin_api_lists_shows_and_kicks_sessions() {
         a["stanzas_to_upstream"].as_u64().unwrap() >= 2,
         "auth and bind"
     );
+    // The server's stream id, as the WebSocket client saw it in its latest
+    // <open/>, finds the session (WS-20: xmpp-edge relays the server's id).
     let b = by_jid(&bob_jid);
     assert_eq!(b["transport"], "websocket");
+    assert_eq!(
+        b["stream_id"].as_str(),
+        Some(
+            bob.stream_id
+                .as_deref()
+                .expect("bob saw an <open/> with an id")
+        ),
+        "{b}"
+    );
     let bob_sid = b["sid"].as_str().unwrap().to_owned();
+    assert_ne!(b["stream_id"].as_str(), Some(bob_sid.as_str()));
+    // A BOSH session shows its server stream id too (the restarted stream's).
+    assert!(
+        a["stream_id"].as_str().is_some_and(|id| !id.is_empty()),
+        "{a}"
+    );
     // One session by id.
     let one = get(edge.admin_addr, &format!("/admin/sessions/{bob_sid}"), "").await;
     assert_eq!(one.status, 200);

@@ -20,8 +20,10 @@ use crate::upstream::pool::UpstreamStatus;
 /// One session as the API shows it.
 #[derive(Debug, Serialize)]
 pub struct SessionView {
-    /// BOSH sid, or the WebSocket stream id.
+    /// xmpp-edge's id for the session (the BOSH `sid`).
     pub sid: String,
+    /// The server's current stream id: BOSH `authid`, WebSocket `<open id=…/>`.
+    pub stream_id: Option<String>,
     /// `bosh` or `websocket`.
     pub transport: Transport,
     /// `connecting`, `open` or `closing`.
@@ -60,6 +62,7 @@ impl SessionView {
     fn of(info: &SessionInfo, now: Instant) -> Self {
         Self {
             sid: info.sid.to_string(),
+            stream_id: info.stream_id().map(|id| id.to_string()),
             transport: info.transport,
             state: info.state(),
             domain: info.domain().map(str::to_owned),

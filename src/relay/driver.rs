@@ -297,6 +297,14 @@ pub fn drive<S: ClientSide>(
                             // A server that drops sessions is taken out of rotation.
                             lease.report_lost();
                         }
+                        for event in &events {
+                            if let UpstreamEvent::StreamOpened(header) = event
+                                && let Some(id) = &header.id
+                            {
+                                tracing::debug!(stream_id = %id, "server opened a stream");
+                                info.set_stream_id(id);
+                            }
+                        }
                         if info.wants_jid() {
                             for event in &events {
                                 if let UpstreamEvent::Element(element) = event

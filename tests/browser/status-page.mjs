@@ -398,6 +398,8 @@ class WsClient {
     await this.expect(/<success\b/, mark, 'SASL success');
     mark = this.received.length;
     this.ws.send(open);
+    // The restarted stream's id: the one the session keeps from now on.
+    this.streamId = attr((await this.expect(/<open\b[^>]*>/, mark, 'the restarted <open/>'))[0], 'id');
     await this.expect(/<bind\b/, mark, 'bind feature');
     mark = this.received.length;
     this.ws.send(`<iq type='set' id='bind1' xmlns='jabber:client'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>${xmlEscape(this.resource)}</resource></bind></iq>`);
@@ -508,7 +510,7 @@ async function main() {
     const byJid = Object.fromEntries(list.map((s) => [s.jid, s]));
     for (const c of [alice, bob]) assert(byJid[c.jid]?.sid === c.sid && byJid[c.jid].transport === 'bosh', `${c.jid}: API has ${JSON.stringify(byJid[c.jid])}, client sid ${c.sid}`);
     expected = [alice, bob, carol].map((c) => ({ sid: c.sid, jid: c.jid })).sort((a, b) => a.sid.localeCompare(b.sid));
-    if (carol.streamId && carol.streamId !== carol.sid) log(`note: the WebSocket session's admin sid ${carol.sid} is not its stream id ${carol.streamId}`);
+    assert(carol.streamId && ws.stream_id === carol.streamId, `the API's stream id ${ws.stream_id} is not the one carol saw, ${carol.streamId}`);
   }, { fatal: true });
 
   state.chrome = await startChromium(state.tmp);
@@ -571,6 +573,7 @@ async function main() {
     const cases = [
       ['bob@', [bob.sid]],
       ['WEBSOCKET', [carol.sid]],
+      [carol.streamId, [carol.sid]],
       [alice.sid.slice(0, 10), [alice.sid]],
       ['bosh status-page', [alice.sid, bob.sid].sort()],
       ['127.0.0.1', expected.map((e) => e.sid)],

@@ -20,6 +20,8 @@ pub const CLOSE: &str = "<close xmlns='urn:ietf:params:xml:ns:xmpp-framing'/>";
 pub struct WsClient {
     pub ws: WebSocketStream<TcpStream>,
     pub response: Response<Option<Vec<u8>>>,
+    /// The `id` of the latest `<open/>` received: the server's stream id.
+    pub stream_id: Option<String>,
 }
 
 /// What `recv` saw.
@@ -56,7 +58,11 @@ pub async fn connect_with(
     }
     let stream = socket.connect(addr).await.map_err(Error::Io)?;
     let (ws, response) = tokio_tungstenite::client_async(request, stream).await?;
-    Ok(WsClient { ws, response })
+    Ok(WsClient {
+        ws,
+        response,
+        stream_id: None,
+    })
 }
 
 /// Connects to `/xmpp-websocket` from the local address `source` (another
@@ -75,7 +81,11 @@ pub async fn connect_from(addr: SocketAddr, source: std::net::IpAddr) -> WsClien
     let (ws, response) = tokio_tungstenite::client_async(request, stream)
         .await
         .unwrap();
-    WsClient { ws, response }
+    WsClient {
+        ws,
+        response,
+        stream_id: None,
+    }
 }
 
 /// Connects to `/xmpp-websocket` offering `xmpp`.
@@ -120,6 +130,9 @@ impl WsClient {
             Ok(Some(Err(e))) => Got::Other(format!("error: {e}")),
             Ok(Some(Ok(Message::Text(t)))) => {
                 check_message(&t);
+                if t.starts_with("<open ") {
+                    self.stream_id = attr(&t, "id");
+                }
                 Got::Text(t.to_string())
             }
             Ok(Some(Ok(Message::Close(frame)))) => Got::Close(frame.map(|f| u16::from(f.code))),
