@@ -687,9 +687,13 @@ def report(argv):
             w("**CPU the host took.** This machine is a VM on a shared host. During these runs the")
             w(f"hypervisor held back {steal[0]:.2f} to {steal[2]:.2f} of its {machine['nproc']} CPUs on average")
             w(f"(median {steal[1]:.2f}; the `steal` column of /proc/stat, which no process's own CPU time")
-            w("shows). Prosody needs a whole CPU in every run and the host's share changes from minute to")
-            w("minute, so it moves each run's rate whichever front end the run measures. CPUs held back,")
-            w("per run:")
+            if steal[2] < 0.1:
+                w("shows). That is too little to account for the spread between the rounds above: the")
+                w("host took no CPU away from these runs, yet the same system's rate moved from round to")
+                w("round (docs/performance.md has what was measured about it). CPUs held back, per run:")
+            else:
+                w("shows). Prosody needs a whole CPU in every run, so a run in which the host held back more")
+                w("left less for it, whichever front end the run measures. CPUs held back, per run:")
             w("")
             names = [("tcp", "direct"), ("relay", "bare TCP relay"), ("bosh", "xmpp-edge BOSH"),
                      ("websocket", "xmpp-edge WebSocket"), ("nxb-bosh", "node-xmpp-bosh BOSH"),
