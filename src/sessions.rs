@@ -317,8 +317,8 @@ impl SessionInfo {
         let _ = self.jid.set(jid.into());
     }
 
-    /// The id of the server's current stream: what the client sees as BOSH
-    /// `authid` or in the WebSocket `<open id=…/>`, and what the server logs.
+    /// The id of the server's current stream: a WebSocket client sees it in
+    /// its latest `<open id=…/>`; a BOSH client's `authid` is the first one's.
     pub fn stream_id(&self) -> Option<Arc<Box<str>>> {
         self.stream_id.load_full()
     }

@@ -22,7 +22,7 @@ use crate::upstream::pool::UpstreamStatus;
 pub struct SessionView {
     /// xmpp-edge's id for the session (the BOSH `sid`).
     pub sid: String,
-    /// The server's current stream id: BOSH `authid`, WebSocket `<open id=…/>`.
+    /// The server's current stream id (a WebSocket client's latest `<open id=…/>`).
     pub stream_id: Option<String>,
     /// `bosh` or `websocket`.
     pub transport: Transport,

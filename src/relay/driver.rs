@@ -297,21 +297,21 @@ pub fn drive<S: ClientSide>(
                             // A server that drops sessions is taken out of rotation.
                             lease.report_lost();
                         }
+                        // One pass for what the admin view records.
                         for event in &events {
-                            if let UpstreamEvent::StreamOpened(header) = event
-                                && let Some(id) = &header.id
-                            {
-                                tracing::debug!(stream_id = %id, "server opened a stream");
-                                info.set_stream_id(id);
-                            }
-                        }
-                        if info.wants_jid() {
-                            for event in &events {
-                                if let UpstreamEvent::Element(element) = event
-                                    && let Some(jid) = element.bound_jid()
-                                {
-                                    info.set_jid(&jid);
+                            match event {
+                                UpstreamEvent::StreamOpened(header) => {
+                                    if let Some(id) = &header.id {
+                                        tracing::debug!(stream_id = %id, "server opened a stream");
+                                        info.set_stream_id(id);
+                                    }
                                 }
+                                UpstreamEvent::Element(element) if info.wants_jid() => {
+                                    if let Some(jid) = element.bound_jid() {
+                                        info.set_jid(&jid);
+                                    }
+                                }
+                                _ => {}
                             }
                         }
                         if !events.is_empty() {
