@@ -255,9 +255,10 @@ class Figures:
         xs = sorted(f[4] for _, r in self.rounds() for f in r.values() if f[4] is not None)
         return (xs[0], xs[len(xs) // 2], xs[-1]) if xs else None
 
-    def pair_rounds(self):
-        """One-pair runs of the alternating rounds: [(round, {key: (p50, p99)})], keys as in rounds()."""
-        return self._by_round("pair", lambda s, t, i, d: (d["rtt_ms"]["p50"], d["rtt_ms"]["p99"]))
+    def pair_rounds(self, case="pair"):
+        """One-pair runs of the alternating rounds: [(round, {key: (p50, p99)})], keys as in rounds().
+        case "pin": the same runs with every process on CPU 0."""
+        return self._by_round(case, lambda s, t, i, d: (d["rtt_ms"]["p50"], d["rtt_ms"]["p99"]))
 
     def churn_rounds(self):
         """Login churn runs of the alternating rounds: [(round, {key: (logins/s, setup p50 ms)})]."""
@@ -268,14 +269,14 @@ class Figures:
         """Median over the rounds of xmpp-edge's login rate over direct's in the same round."""
         return median_ratio(self.churn_rounds(), t, "tcp", 0)
 
-    def pair_median(self, key, q):
+    def pair_median(self, key, q, case="pair"):
         """Median over the rounds of one system's pair percentile (q 0: p50, 1: p99)."""
-        xs = sorted(r[key][q] for _, r in self.pair_rounds() if key in r)
+        xs = sorted(r[key][q] for _, r in self.pair_rounds(case) if key in r)
         return xs[len(xs) // 2] if xs else None
 
-    def pair_ratio(self, t):
+    def pair_ratio(self, t, case="pair"):
         """Median over the rounds of xmpp-edge's pair p99 over direct's in the same round."""
-        return median_ratio(self.pair_rounds(), t, "tcp", 1)
+        return median_ratio(self.pair_rounds(case), t, "tcp", 1)
 
     def ab_ratio(self, t):
         """Median over the rounds of xmpp-edge's msgs/s over direct's in the same round."""
@@ -570,7 +571,8 @@ def report(argv):
     w("  node-xmpp-bosh's own process, xmpp-edge's own process. \"upstream CPU\" is Prosody's (or")
     w("  fake-upstream's) over the same run: what the front end costs the server behind it.")
     w("- **one pair**: 2 sessions, 1,000 round trips one after another; RTT percentiles. The")
-    w("  alternating rounds run it again after each loaded echo, which gives medians over 5 rounds.")
+    w("  alternating rounds run it again after each loaded echo, which gives medians over 5 rounds,")
+    w("  and once more at the end of each round with every process on CPU 0.")
     w(f"- **idle**: {idle_n:,} sessions logged in (64 at a time, from 127.0.0.1-4) and left idle (BOSH: one")
     w("  request parked, `hold=1`, on one of its two keep-alive connections; WebSocket: the open socket);")
     w("  RSS growth of the process under test divided by the sessions; every session must answer a")
@@ -764,6 +766,26 @@ def report(argv):
             w("at once (`TCP_QUICKACK`, docs/performance.md), and pays one system call per read for it.")
             w("")
 
+    pin_rounds = f.pair_rounds("pin")
+    if pin_rounds:
+        w("## One pair, every process on one CPU")
+        w("")
+        w("After its login churn, each system of a round runs the one-pair echo once more with every")
+        w("thread of the server, the front end and the generator moved to CPU 0 (`taskset`). No")
+        w("wake-up then has to reach the other vCPU, which in this VM costs about as much as the")
+        w("software's own work (docs/performance.md), so these figures say more about the software")
+        w("and less about the host. Round-trip p50 / p99 in ms, as above.")
+        w("")
+        def pcell(k):
+            a, b = f.pair_median(k, 0, "pin"), f.pair_median(k, 1, "pin")
+            return f"{a:.2f} / {b:.2f}" if a is not None and b is not None else "n/a"
+
+        round_table(w, pin_rounds, lambda t, p: f"{p[0]:.2f} / {p[1]:.2f}", 1,
+                    f"| median | {pcell('tcp')} | {pcell('relay')} | {pcell('bosh')} "
+                    f"| {fmt(f.pair_ratio('bosh', 'pin'), 2)}x "
+                    f"| {pcell('websocket')} | {fmt(f.pair_ratio('websocket', 'pin'), 2)}x |")
+        w("")
+
     churn_rounds = f.churn_rounds()
     if churn_rounds:
         w("## Logins, in the same alternating rounds")
@@ -867,6 +889,21 @@ def report(argv):
         rounds = f"; alternating rounds' median {median:.3f} ms" if median is not None else ""
         return verdict(p <= need, f"p99 {p:.3f} ms{rounds}, needs <= {need} ms")
 
+    def rtt_pin(t, need):
+        p = f.pair_median(t, 1, "pin")
+        if p is None:
+            return verdict(None, "")
+        return verdict(p <= need, f"p99 {p:.3f} ms, median of the alternating rounds, needs <= {need} ms")
+
+    def rtt_pin_rel(t, need_ms):
+        median = f.pair_ratio(t, "pin")
+        if median is None:
+            return verdict(None, "")
+        need = need_ms / ISSUE_PAIR_P99[("direct", "tcp")]
+        d = f.pair_median("tcp", 1, "pin")
+        return verdict(median <= need, f"p99 {median:.2f}x direct's, median of the alternating rounds "
+                       f"(direct's own median {d:.3f} ms), needs <= {need:.2f}x")
+
     def mem_t(t, need):
         k = f.kib("xmpp-edge", t)
         sc = f.scale(t)
@@ -903,6 +940,10 @@ def report(argv):
     w(f"| CPU, against node-xmpp-bosh of the same run | {cpu_rel('bosh', 4)} | {cpu_rel('websocket', 6)} |")
     w(f"| latency, one pair | {rtt_t('bosh', 1.2)} | {rtt_t('websocket', 0.9)} |")
     w(f"| latency, against direct of the same run | {rtt_rel('bosh', 1.2)} | {rtt_rel('websocket', 0.9)} |")
+    if f.pair_rounds("pin"):
+        w(f"| latency, one pair, every process on CPU 0 | {rtt_pin('bosh', 1.2)} | {rtt_pin('websocket', 0.9)} |")
+        w(f"| latency on CPU 0, against direct on CPU 0 | {rtt_pin_rel('bosh', 1.2)} "
+          f"| {rtt_pin_rel('websocket', 0.9)} |")
     w(f"| memory per idle session | {mem_t('bosh', 12)} | {mem_t('websocket', 6)} |")
     w(f"| scale: 9,000 sessions, all healthy | {scale_t('bosh')} | {scale_t('websocket')} |")
     w(f"| logins: set-up rate | {login_t('bosh')} | {login_t('websocket')} |")
