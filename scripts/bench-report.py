@@ -477,6 +477,13 @@ def reading(f, w, direct_rate):
         alone = [(t, f.pair_rtt("edge+fake", t, "p99")) for t in ("bosh", "websocket")]
         w("  in front of the fake upstream its p99 was " + ", ".join(
             f"{fmt(v, 3)} ms ({t})" for t, v in alone) + ".")
+        d_pin, d_pair = f.pair_median("tcp", 0, "pin"), f.pair_median("tcp", 0)
+        if d_pin and d_pair:
+            w(f"  With every process on CPU 0, direct's p50 was {d_pin:.2f} ms against {d_pair:.2f} ms as usual")
+            w(f"  (medians of the rounds), and its p99 {fmt(f.pair_median('tcp', 1, 'pin'), 2)} ms against "
+              f"{fmt(f.pair_median('tcp', 1), 2)}" + (
+                  ": much of a round trip here is the wake-up of an idle vCPU, which the runs on CPU 0 leave out."
+                  if d_pin < 0.75 * d_pair else "."))
         w("")
     up = [(t, f.upstream_cpu("xmpp-edge", t)) for t in ("bosh", "websocket")]
     dcpu = f.cpu("direct", "tcp")
@@ -571,8 +578,8 @@ def report(argv):
     w("  node-xmpp-bosh's own process, xmpp-edge's own process. \"upstream CPU\" is Prosody's (or")
     w("  fake-upstream's) over the same run: what the front end costs the server behind it.")
     w("- **one pair**: 2 sessions, 1,000 round trips one after another; RTT percentiles. The")
-    w("  alternating rounds run it again after each loaded echo, which gives medians over 5 rounds,")
-    w("  and once more at the end of each round with every process on CPU 0.")
+    w("  alternating rounds run it again after each loaded echo, which gives medians over the rounds,")
+    w("  and before it, on the fresh processes, with every process on CPU 0.")
     w(f"- **idle**: {idle_n:,} sessions logged in (64 at a time, from 127.0.0.1-4) and left idle (BOSH: one")
     w("  request parked, `hold=1`, on one of its two keep-alive connections; WebSocket: the open socket);")
     w("  RSS growth of the process under test divided by the sessions; every session must answer a")
@@ -770,8 +777,8 @@ def report(argv):
     if pin_rounds:
         w("## One pair, every process on one CPU")
         w("")
-        w("After its login churn, each system of a round runs the one-pair echo once more with every")
-        w("thread of the server, the front end and the generator moved to CPU 0 (`taskset`). No")
+        w("Before its loaded echo, on fresh processes, each system of a round runs the one-pair echo")
+        w("with every thread of the server, the front end and the generator on CPU 0 (`taskset`). No")
         w("wake-up then has to reach the other vCPU, which in this VM costs about as much as the")
         w("software's own work (docs/performance.md), so these figures say more about the software")
         w("and less about the host. Round-trip p50 / p99 in ms, as above.")
