@@ -34,6 +34,38 @@ impl Common {
     fn stat(&self) -> ProcStat {
         procstat::read_all(&self.pids)
     }
+
+    /// The target's figures once its RSS has stopped moving. A process whose
+    /// port has just opened may still be starting (xmpp-edge's RSS rose by
+    /// 2 MiB within 0.2 s of it), and that memory is not the sessions'.
+    async fn settled_stat(&self) -> ProcStat {
+        let mut history = Vec::new();
+        loop {
+            let now = self.stat();
+            history.push(now.rss_kib);
+            if rss_settled(&history) {
+                return now;
+            }
+            tokio::time::sleep(SETTLE_STEP).await;
+        }
+    }
+}
+
+/// How often [`Common::settled_stat`] looks at the target's RSS.
+const SETTLE_STEP: Duration = Duration::from_millis(100);
+/// Readings in a row that must agree.
+const SETTLE_SAME: usize = 4;
+/// Readings after which it gives up waiting (3 s).
+const SETTLE_MAX: usize = 30;
+
+/// Whether RSS readings taken [`SETTLE_STEP`] apart have stopped moving:
+/// the last [`SETTLE_SAME`] agree, or [`SETTLE_MAX`] were taken.
+fn rss_settled(history: &[u64]) -> bool {
+    history.len() >= SETTLE_MAX
+        || (history.len() >= SETTLE_SAME
+            && history[history.len() - SETTLE_SAME..]
+                .windows(2)
+                .all(|w| w[0] == w[1]))
 }
 
 /// The machine's busy and stolen CPU since `before` (JSON null if unknown).
@@ -129,7 +161,7 @@ async fn ping(session: &mut Session, jid: &str, n: u64) -> Result<(), ClientErro
 /// session from the target's RSS before and after; at the end every session
 /// must answer a ping.
 pub async fn idle(common: &Common, sessions: usize, hold: Duration) -> serde_json::Value {
-    let before = common.stat();
+    let before = common.settled_stat().await;
     let machine_before = MachineStat::read();
     let started = Instant::now();
     let (logged_in, latencies, errors) = login_many(common, sessions, 0).await;
@@ -541,5 +573,17 @@ mod tests {
         assert_eq!(id_with_prefix("<message id=\"r3\">", "r"), Some("r3"));
         assert_eq!(id_with_prefix("<message id='r3'>", "p"), None);
         assert_eq!(id_with_prefix("<presence/>", "p"), None);
+    }
+
+    #[test]
+    fn rss_is_settled_after_four_equal_readings_or_thirty() {
+        // xmpp-edge just after its port opened: 8,644 KiB, then 10,592 for good.
+        assert!(!rss_settled(&[8644]));
+        assert!(!rss_settled(&[8644, 10592, 10592, 10592]));
+        assert!(rss_settled(&[8644, 10592, 10592, 10592, 10592]));
+        assert!(rss_settled(&[10592; 4]));
+        let moving: Vec<u64> = (0..SETTLE_MAX as u64).collect();
+        assert!(!rss_settled(&moving[..SETTLE_MAX - 1]));
+        assert!(rss_settled(&moving));
     }
 }
