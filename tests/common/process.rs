@@ -18,6 +18,22 @@ pub struct EdgeProcess {
     pub admin_addr: SocketAddr,
 }
 
+/// `N` ports found free, all different: each is freed again before the next
+/// is asked for, so the kernel may hand out the same one twice (the config
+/// check then refuses two listeners on one port).
+fn distinct_free_ports<const N: usize>() -> [u16; N] {
+    let mut ports = [0; N];
+    let mut found = 0;
+    while found < N {
+        let port = free_port();
+        if !ports[..found].contains(&port) {
+            ports[found] = port;
+            found += 1;
+        }
+    }
+    ports
+}
+
 /// The binary under test.
 pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_xmpp-edge")
@@ -56,9 +72,10 @@ impl EdgeProcess {
             free_port()
         ));
         std::fs::create_dir_all(&dir).unwrap();
-        let addr = SocketAddr::new(ip, free_port());
-        let metrics_addr = SocketAddr::new(ip, free_port());
-        let admin_addr = SocketAddr::new(ip, free_port());
+        let [port, metrics_port, admin_port] = distinct_free_ports();
+        let addr = SocketAddr::new(ip, port);
+        let metrics_addr = SocketAddr::new(ip, metrics_port);
+        let admin_addr = SocketAddr::new(ip, admin_port);
         let config_path = dir.join("xmpp-edge.toml");
         std::fs::write(
             &config_path,
