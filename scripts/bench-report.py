@@ -340,6 +340,16 @@ def round_table(w, rounds, cell, q, median_row):
     w(median_row)
 
 
+def pair_median_row(f, case):
+    """The median row of a one-pair round table: p50 / p99 per system, xmpp-edge's p99 over direct's."""
+    def cell(k):
+        a, b = f.pair_median(k, 0, case), f.pair_median(k, 1, case)
+        return f"{a:.2f} / {b:.2f}" if a is not None and b is not None else "n/a"
+
+    return (f"| median | {cell('tcp')} | {cell('relay')} | {cell('bosh')} | {fmt(f.pair_ratio('bosh', case), 2)}x "
+            f"| {cell('websocket')} | {fmt(f.pair_ratio('websocket', case), 2)}x |")
+
+
 def rss_series(workdir, runs):
     """(label, sessions[], MiB[]) per sampled idle run, cut at the end of login."""
     series = []
@@ -755,17 +765,9 @@ def report(argv):
         w(f"{pair_n:,} round trips). Round-trip p50 / p99 in ms; \"x direct\" is the p99 over direct's p99 of")
         w("the same round.")
         w("")
-        med = {k: (f.pair_median(k, 0), f.pair_median(k, 1)) for k in ("tcp", "relay", "bosh", "websocket")}
-
-        def mcell(k):
-            a, b = med[k]
-            return f"{a:.2f} / {b:.2f}" if a is not None and b is not None else "n/a"
-
-        round_table(w, pair_rounds, lambda t, p: f"{p[0]:.2f} / {p[1]:.2f}", 1,
-                    f"| median | {mcell('tcp')} | {mcell('relay')} | {mcell('bosh')} | {fmt(f.pair_ratio('bosh'), 2)}x "
-                    f"| {mcell('websocket')} | {fmt(f.pair_ratio('websocket'), 2)}x |")
+        round_table(w, pair_rounds, lambda t, p: f"{p[0]:.2f} / {p[1]:.2f}", 1, pair_median_row(f, "pair"))
         w("")
-        relay99, direct99 = med["relay"][1], med["tcp"][1]
+        relay99, direct99 = f.pair_median("relay", 1), f.pair_median("tcp", 1)
         if relay99 and direct99 and relay99 > 5 * direct99:
             w(f"The bare relay's p99 ({relay99:.1f} ms) has the signature of Nagle's algorithm (on in Prosody) waiting")
             w("for an acknowledgement that Linux delays by up to 40 ms: the relay, like most proxies, lets")
@@ -783,14 +785,7 @@ def report(argv):
         w("software's own work (docs/performance.md), so these figures say more about the software")
         w("and less about the host. Round-trip p50 / p99 in ms, as above.")
         w("")
-        def pcell(k):
-            a, b = f.pair_median(k, 0, "pin"), f.pair_median(k, 1, "pin")
-            return f"{a:.2f} / {b:.2f}" if a is not None and b is not None else "n/a"
-
-        round_table(w, pin_rounds, lambda t, p: f"{p[0]:.2f} / {p[1]:.2f}", 1,
-                    f"| median | {pcell('tcp')} | {pcell('relay')} | {pcell('bosh')} "
-                    f"| {fmt(f.pair_ratio('bosh', 'pin'), 2)}x "
-                    f"| {pcell('websocket')} | {fmt(f.pair_ratio('websocket', 'pin'), 2)}x |")
+        round_table(w, pin_rounds, lambda t, p: f"{p[0]:.2f} / {p[1]:.2f}", 1, pair_median_row(f, "pin"))
         w("")
 
     churn_rounds = f.churn_rounds()

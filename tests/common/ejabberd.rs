@@ -33,7 +33,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 pub use super::prosody::USERS;
-use super::prosody::free_port;
+use super::prosody::{free_port, free_port_except};
 
 /// The Erlang runtime (Debian package `erlang-base`, a dependency of `ejabberd`).
 const ERL: &str = "/usr/bin/erl";
@@ -144,10 +144,7 @@ impl Ejabberd {
         let started = Instant::now();
         let (erl, erl_libs) = find_ejabberd();
         let port = port.unwrap_or_else(free_port);
-        let mut dist_port = free_port();
-        while dist_port == port {
-            dist_port = free_port();
-        }
+        let dist_port = free_port_except(&[port]);
         let pid = std::process::id();
         let dir = std::env::temp_dir().join(format!("xmpp-edge-ejabberd-{pid}-{port}"));
         let template = include_str!("../ejabberd/ejabberd.yml");

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use super::prosody::free_port;
+use super::prosody::{free_port, free_port_except};
 
 /// A running xmpp-edge process, killed when dropped.
 pub struct EdgeProcess {
@@ -16,22 +16,6 @@ pub struct EdgeProcess {
     pub addr: SocketAddr,
     pub metrics_addr: SocketAddr,
     pub admin_addr: SocketAddr,
-}
-
-/// `N` ports found free, all different: each is freed again before the next
-/// is asked for, so the kernel may hand out the same one twice (the config
-/// check then refuses two listeners on one port).
-fn distinct_free_ports<const N: usize>() -> [u16; N] {
-    let mut ports = [0; N];
-    let mut found = 0;
-    while found < N {
-        let port = free_port();
-        if !ports[..found].contains(&port) {
-            ports[found] = port;
-            found += 1;
-        }
-    }
-    ports
 }
 
 /// The binary under test.
@@ -72,7 +56,9 @@ impl EdgeProcess {
             free_port()
         ));
         std::fs::create_dir_all(&dir).unwrap();
-        let [port, metrics_port, admin_port] = distinct_free_ports();
+        let port = free_port();
+        let metrics_port = free_port_except(&[port]);
+        let admin_port = free_port_except(&[port, metrics_port]);
         let addr = SocketAddr::new(ip, port);
         let metrics_addr = SocketAddr::new(ip, metrics_port);
         let admin_addr = SocketAddr::new(ip, admin_port);

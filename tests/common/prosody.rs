@@ -44,6 +44,17 @@ pub fn free_port() -> u16 {
         .expect("no free loopback port")
 }
 
+/// A free TCP port on 127.0.0.1 that is none of `taken`. [`free_port`]
+/// releases each port it finds, so two calls in a row may return the same one.
+pub fn free_port_except(taken: &[u16]) -> u16 {
+    loop {
+        let port = free_port();
+        if !taken.contains(&port) {
+            return port;
+        }
+    }
+}
+
 fn find_prosody() -> PathBuf {
     for dir in ["/usr/bin", "/usr/local/bin", "/usr/sbin"] {
         let path = Path::new(dir).join("prosody");
@@ -67,7 +78,7 @@ impl Prosody {
     pub fn start_with(options: ProsodyOptions<'_>) -> Self {
         let prosody = find_prosody();
         let port = options.port.unwrap_or_else(free_port);
-        let tls_port = options.direct_tls.then(free_port);
+        let tls_port = options.direct_tls.then(|| free_port_except(&[port]));
         let dir =
             std::env::temp_dir().join(format!("xmpp-edge-prosody-{}-{port}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
